@@ -1,0 +1,1 @@
+"""What every shopstream process shares: settings, logging, Postgres, the bus helpers."""

@@ -1,0 +1,66 @@
+"""The Postgres pool of a process and the unit of work that wraps one transaction."""
+
+from __future__ import annotations
+
+import json
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg
+
+from agents.common.ledger import PgLedger, PgOutbox
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn, min_size=1, max_size=max_size, init=_init_connection, command_timeout=30
+    )
+    assert pool is not None
+    return pool
+
+
+class PgUnitOfWork:
+    """`async with uow:` runs one transaction of one domain; it rolls back unless committed.
+
+    Subclasses add their repositories in `bind`.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, domain: str) -> None:
+        self._pool = pool
+        self.domain = domain
+        self._conn: Any = None
+        self._tx: Any = None
+        self.committed = False
+
+    def bind(self, conn: asyncpg.Connection) -> None:
+        self.ledger = PgLedger(conn, self.domain)
+        self.outbox = PgOutbox(conn, self.domain)
+
+    async def __aenter__(self) -> Self:
+        self._conn = await self._pool.acquire()
+        self._tx = self._conn.transaction()
+        await self._tx.start()
+        self.committed = False
+        self.bind(self._conn)
+        return self
+
+    async def commit(self) -> None:
+        await self._tx.commit()
+        self.committed = True
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if not self.committed:
+                await self._tx.rollback()
+        finally:
+            await self._pool.release(self._conn)
+            self._conn = None

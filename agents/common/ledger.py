@@ -1,0 +1,89 @@
+"""Exactly-once effects on an at-least-once bus: the command ledger and the transactional outbox."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol, Self, TypeVar
+from uuid import UUID
+
+import asyncpg
+from pydantic import BaseModel
+
+from agents.common.errors import DomainError
+from topics.envelope import Reply
+
+GET_REPLY = "SELECT reply FROM processed_commands WHERE domain = $1 AND command_id = $2"
+PUT_REPLY = "INSERT INTO processed_commands (domain, command_id, reply) VALUES ($1, $2, $3)"
+ADD_EVENT = (
+    "INSERT INTO outbox (domain, topic, key, payload, headers) VALUES ($1, $2, $3, $4, $5)"
+)
+
+
+class Ledger(Protocol):
+    async def get(self, command_id: UUID) -> Reply | None: ...
+    async def put(self, command_id: UUID, reply: Reply) -> None: ...
+
+
+class Outbox(Protocol):
+    async def add(
+        self, topic: str, key: str, event: BaseModel, headers: Mapping[str, str] | None = None
+    ) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    ledger: Ledger
+    outbox: Outbox
+
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+    async def commit(self) -> None: ...
+
+
+class PgLedger:
+    def __init__(self, conn: asyncpg.Connection, domain: str) -> None:
+        self._conn = conn
+        self._domain = domain
+
+    async def get(self, command_id: UUID) -> Reply | None:
+        row = await self._conn.fetchval(GET_REPLY, self._domain, command_id)
+        return None if row is None else Reply.model_validate(row)
+
+    async def put(self, command_id: UUID, reply: Reply) -> None:
+        await self._conn.execute(PUT_REPLY, self._domain, command_id, reply.model_dump(mode="json"))
+
+
+class PgOutbox:
+    def __init__(self, conn: asyncpg.Connection, domain: str) -> None:
+        self._conn = conn
+        self._domain = domain
+
+    async def add(
+        self, topic: str, key: str, event: BaseModel, headers: Mapping[str, str] | None = None
+    ) -> None:
+        await self._conn.execute(
+            ADD_EVENT, self._domain, topic, key, event.model_dump(mode="json"), dict(headers or {})
+        )
+
+
+U = TypeVar("U", bound=UnitOfWork)
+
+
+async def handle_once(
+    uow: U, command_id: UUID, apply: Callable[[U], Awaitable[Reply]]
+) -> Reply:
+    """Run `apply` in one transaction unless this command was handled before; return its reply.
+
+    A domain error is a reply too: it is recorded, so a redelivery answers the same way.
+    `apply` must raise before it writes anything, or write only what goes with success.
+    """
+    async with uow:
+        earlier = await uow.ledger.get(command_id)
+        if earlier is not None:
+            return earlier
+        try:
+            reply = await apply(uow)
+        except DomainError as e:
+            reply = Reply.failure(e.error_type, str(e))
+        await uow.ledger.put(command_id, reply)
+        await uow.commit()
+    return reply

@@ -1,0 +1,162 @@
+"""One domain process: a Faust app plus the resources its agents and gRPC reads share."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+import faust
+import grpc
+from aiokafka import AIOKafkaProducer
+from mode import Service
+
+from agents.common.db import create_pool
+from agents.common.grpc_server import GrpcServer, create_server
+from agents.common.relay import OutboxRelay
+from agents.common.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_faust_app(domain: str, settings: Settings) -> faust.App:
+    tuning = settings.kafka
+    datadir = settings.state_dir / "faust" / domain
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        f"shopstream-{domain}",
+        broker=[f"shopstream://{host}" for host in settings.require_kafka().split(",")],
+        autodiscover=False,
+        store="memory://",
+        datadir=str(datadir),
+        web_enabled=False,
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        processing_guarantee="at_least_once",
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=tuning.session_timeout_ms / 1000,
+        broker_heartbeat_interval=tuning.heartbeat_interval_ms / 1000,
+        broker_rebalance_timeout=tuning.rebalance_timeout_ms / 1000,
+        broker_request_timeout=tuning.request_timeout_ms / 1000,
+        broker_commit_interval=0.5,
+        stream_wait_empty=False,
+        producer_acks=-1,
+        producer_linger=0.0,
+    )
+    app.kafka_tuning = tuning
+    return app
+
+
+async def _connect_pool(dsn: str, max_size: int, timeout: float = 60.0) -> asyncpg.Pool:
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        try:
+            return await create_pool(dsn, max_size=max_size)
+        except (OSError, asyncpg.CannotConnectNowError) as e:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("postgres not reachable yet (%s), retrying", e)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+class DomainRuntime(Service):  # type: ignore[misc]
+    """Postgres pool, Kafka producer, outbox relay and gRPC server of one domain process.
+
+    Started before the Faust app (as a dependency of the worker), stopped after it.
+    """
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        domain: str,
+        add_servicers: Callable[[grpc.aio.Server, DomainRuntime], list[str]],
+        **kwargs: Any,
+    ) -> None:
+        self.app = app
+        self.settings = settings
+        self.domain = domain
+        self._add_servicers = add_servicers
+        self._pool: asyncpg.Pool | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._relay: OutboxRelay | None = None
+        self.grpc: GrpcServer | None = None
+        super().__init__(**kwargs)
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "runtime not started"
+        return self._pool
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        assert self._producer is not None, "runtime not started"
+        return self._producer
+
+    @property
+    def relay(self) -> OutboxRelay:
+        assert self._relay is not None, "runtime not started"
+        return self._relay
+
+    async def on_start(self) -> None:
+        self._pool = await _connect_pool(
+            self.settings.require_database(), self.settings.db_pool_max
+        )
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.require_kafka(), acks="all", linger_ms=0
+        )
+        await self._producer.start()
+        self._relay = OutboxRelay(self._pool, self._producer, self.domain)
+        self.add_future(self._relay.run())
+        self.grpc = create_server(
+            self.settings.listen_host,
+            self.settings.grpc.port_of(self.domain),
+            lambda server: self._add_servicers(server, self),
+        )
+        await self.grpc.start()
+        if self.app.agents:
+            self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
+        else:
+            await self._ready()
+
+    async def _on_rebalance_complete(self, sender: Any, **kwargs: Any) -> None:
+        await self._ready()
+
+    async def _ready(self) -> None:
+        assert self.grpc is not None
+        await self.grpc.set_serving(True)
+        log.info("%s ready: gRPC on %s:%d", self.domain, self.settings.listen_host, self.grpc.port)
+
+    async def on_stop(self) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop(grace=2.0)
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._pool is not None:
+            await self._pool.close()
+
+
+def run_worker(app: faust.App, runtime: DomainRuntime, settings: Settings) -> None:
+    """Run the Faust worker with the runtime started first; returns on SIGTERM/SIGINT."""
+    from agents.common.logs import formatter_for
+
+    worker = faust.Worker(
+        app,
+        runtime,
+        loglevel=settings.log_level,
+        logging_config={
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"default": {"()": lambda: formatter_for(runtime.domain,
+                                                                  settings.log_format)}},
+            "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default"}},
+            "root": {"handlers": ["default"], "level": settings.log_level},
+            "loggers": {"aiokafka": {"level": "WARNING"}},
+        },
+    )
+    worker.execute_from_commandline()

@@ -1,0 +1,3 @@
+"""Orders and the checkout saga."""
+
+DOMAIN = "orders"

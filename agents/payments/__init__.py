@@ -1,0 +1,3 @@
+"""Payments of orders."""
+
+DOMAIN = "payments"

@@ -1,0 +1,15 @@
+"""`python -m agents.payments`: the payments worker."""
+
+from agents.payments.app import bootstrap
+from agents.common.runtime import run_worker
+from agents.common.settings import Settings
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    app, runtime = bootstrap(settings)
+    run_worker(app, runtime, settings)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+"""The catalogue: products, their prices and their stock."""
+
+DOMAIN = "products"

@@ -1,0 +1,92 @@
+"""The catalogue's SQL, and the unit of work that gives handlers the product repository."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import asyncpg
+
+from agents.common.db import PgUnitOfWork
+from agents.common.ledger import UnitOfWork
+from topics.products import NewProduct, Product, ProductChanges
+
+COLUMNS = "id, name, description, price, stock, image_url, created_at, updated_at"
+INSERT = f"""
+INSERT INTO products (name, description, price, stock, image_url)
+VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}
+"""
+UPDATE = f"""
+UPDATE products SET
+    name = COALESCE($2, name),
+    description = COALESCE($3, description),
+    price = COALESCE($4, price),
+    stock = COALESCE($5, stock),
+    image_url = COALESCE($6, image_url)
+WHERE id = $1 AND deleted_at IS NULL
+RETURNING {COLUMNS}
+"""
+SOFT_DELETE = "UPDATE products SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL"
+GET = f"SELECT {COLUMNS} FROM products WHERE id = $1 AND deleted_at IS NULL"
+COUNT_LIVE = "SELECT count(*) FROM products WHERE deleted_at IS NULL"
+PAGE = f"""
+SELECT {COLUMNS} FROM products WHERE deleted_at IS NULL
+ORDER BY id DESC LIMIT $1 OFFSET $2
+"""
+
+
+def _product(row: asyncpg.Record) -> Product:
+    return Product.model_validate(dict(row))
+
+
+class ProductRepository(Protocol):
+    async def add(self, new: NewProduct) -> Product: ...
+    async def update(self, product_id: int, changes: ProductChanges) -> Product | None: ...
+    async def delete(self, product_id: int) -> bool: ...
+
+
+class ProductsUnitOfWork(UnitOfWork, Protocol):
+    products: ProductRepository
+
+
+class PgProductRepository:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def add(self, new: NewProduct) -> Product:
+        row = await self._conn.fetchrow(
+            INSERT, new.name, new.description, new.price, new.stock, new.image_url
+        )
+        assert row is not None
+        return _product(row)
+
+    async def update(self, product_id: int, changes: ProductChanges) -> Product | None:
+        row = await self._conn.fetchrow(
+            UPDATE, product_id, changes.name, changes.description, changes.price,
+            changes.stock, changes.image_url,
+        )
+        return None if row is None else _product(row)
+
+    async def delete(self, product_id: int) -> bool:
+        status: str = await self._conn.execute(SOFT_DELETE, product_id)
+        return status == "UPDATE 1"
+
+
+class PgProductsUnitOfWork(PgUnitOfWork):
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool, "products")
+
+    def bind(self, conn: asyncpg.Connection) -> None:
+        super().bind(conn)
+        self.products = PgProductRepository(conn)
+
+
+async def get_product(pool: asyncpg.Pool, product_id: int) -> Product | None:
+    row = await pool.fetchrow(GET, product_id)
+    return None if row is None else _product(row)
+
+
+async def list_products(pool: asyncpg.Pool, page: int, page_size: int) -> tuple[int, list[Product]]:
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        total: int = await conn.fetchval(COUNT_LIVE)
+        rows = await conn.fetch(PAGE, page_size, page * page_size)
+    return total, [_product(r) for r in rows]

@@ -1,0 +1,59 @@
+"""gRPC reads of the catalogue, answered from PostgreSQL."""
+
+from __future__ import annotations
+
+import math
+
+import asyncpg
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from agents.products import repository
+from protos import products_pb2, products_pb2_grpc
+from topics.products import Product
+
+MAX_PAGE_SIZE = 100
+
+
+def _timestamp(value: object) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)  # type: ignore[arg-type]
+    return ts
+
+
+def to_proto(p: Product) -> products_pb2.Product:
+    return products_pb2.Product(
+        id=p.id, name=p.name, description=p.description, price=f"{p.price:.2f}",
+        stock=p.stock, image_url=p.image_url,
+        created_at=_timestamp(p.created_at), updated_at=_timestamp(p.updated_at),
+    )
+
+
+class ProductServicer(products_pb2_grpc.ProductServiceServicer):
+    def __init__(self, pool: asyncpg.Pool, default_page_size: int) -> None:
+        self._pool = pool
+        self._default_page_size = default_page_size
+
+    async def GetProduct(
+        self, request: products_pb2.GetProductRequest, context: grpc.aio.ServicerContext
+    ) -> products_pb2.Product:
+        product = await repository.get_product(self._pool, request.id)
+        if product is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"product {request.id} does not exist")
+        assert product is not None
+        return to_proto(product)
+
+    async def ListProducts(
+        self, request: products_pb2.ListProductsRequest, context: grpc.aio.ServicerContext
+    ) -> products_pb2.ListProductsResponse:
+        size = request.page_size or self._default_page_size
+        if request.page < 0 or not 1 <= size <= MAX_PAGE_SIZE:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"page must be >= 0 and page_size 1..{MAX_PAGE_SIZE}",
+            )
+        total, products = await repository.list_products(self._pool, request.page, size)
+        return products_pb2.ListProductsResponse(
+            total=total, page=request.page, total_page=math.ceil(total / size),
+            products=[to_proto(p) for p in products],
+        )

@@ -1,0 +1,3 @@
+"""Identity: accounts, tokens and OAuth2 logins."""
+
+DOMAIN = "users"

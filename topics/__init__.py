@@ -1,0 +1,55 @@
+"""The topic catalogue: every topic's name, partitions, key and the messages it carries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from topics import products
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    partitions: int
+    key: str
+    summary: str
+    messages: tuple[type[BaseModel], ...] = ()
+    compacted: bool = False
+    public: bool = field(default=True)
+
+    @property
+    def dlq(self) -> str:
+        return f"{self.name}.dlq"
+
+
+PRODUCTS_COMMANDS = Topic(
+    name="products.commands",
+    partitions=8,
+    key="the product id for updates and deletes, the command id for creates",
+    summary="Catalogue writes: from the gateway, or straight from a partner catalogue feed.",
+    messages=products.COMMANDS,
+)
+PRODUCTS_EVENTS = Topic(
+    name="products.events",
+    partitions=8,
+    key="the product id",
+    summary="What changed in the catalogue, published from the products outbox.",
+    messages=products.EVENTS,
+)
+
+CATALOGUE: tuple[Topic, ...] = (PRODUCTS_COMMANDS, PRODUCTS_EVENTS)
+
+# Topics that take messages from outside the platform; what they reject goes to `<name>.dlq`.
+INBOUND: tuple[Topic, ...] = (PRODUCTS_COMMANDS,)
+
+
+def all_topic_names() -> list[tuple[str, int]]:
+    names = [(t.name, t.partitions) for t in CATALOGUE]
+    names += [(t.dlq, 1) for t in INBOUND]
+    return names
+
+
+def reply_topic(instance: str) -> str:
+    return f"gateway.replies.{instance}"
