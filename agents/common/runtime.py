@@ -21,6 +21,8 @@ from agents.common.settings import Settings
 
 log = logging.getLogger(__name__)
 
+POSTGRES_CHECK_EVERY_S = 2.0
+
 
 def create_faust_app(domain: str, settings: Settings) -> faust.App:
     tuning = settings.kafka
@@ -86,6 +88,7 @@ class DomainRuntime(Service):  # type: ignore[misc]
         self._producer: AIOKafkaProducer | None = None
         self._relay: OutboxRelay | None = None
         self.grpc: GrpcServer | None = None
+        self._started_ready = False
         super().__init__(**kwargs)
 
     @property
@@ -129,8 +132,28 @@ class DomainRuntime(Service):  # type: ignore[misc]
 
     async def _ready(self) -> None:
         assert self.grpc is not None
+        if self._started_ready:
+            return
+        self._started_ready = True
         await self.grpc.set_serving(True)
+        self.add_future(self._watch_postgres(self.grpc))
         log.info("%s ready: gRPC on %s:%d", self.domain, self.settings.listen_host, self.grpc.port)
+
+    async def _watch_postgres(self, server: GrpcServer) -> None:
+        """Keep gRPC health in step with Postgres: NOT_SERVING while it does not answer."""
+        serving = True
+        while True:
+            await asyncio.sleep(POSTGRES_CHECK_EVERY_S)
+            try:
+                async with asyncio.timeout(POSTGRES_CHECK_EVERY_S):
+                    await self.pool.fetchval("SELECT 1")
+                ok = True
+            except Exception:
+                ok = False
+            if ok != serving:
+                serving = ok
+                log.warning("postgres %s", "answers again" if ok else "does not answer")
+                await server.set_serving(ok)
 
     async def on_stop(self) -> None:
         if self.grpc is not None:

@@ -1,0 +1,1 @@
+"""The REST gateway: turns HTTP calls into bus requests and gRPC reads."""

@@ -1,0 +1,22 @@
+"""`python -m gateway`: serve the REST gateway."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from agents.common.logs import setup_logging
+from agents.common.settings import Settings
+from gateway.app import create_app
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    setup_logging("gateway", settings.log_level, settings.log_format)
+    web.run_app(
+        create_app(settings), host=settings.listen_host, port=settings.gateway_port,
+        access_log=None, print=None, shutdown_timeout=5,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""The gateway's application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from agents.common.settings import Settings
+from gateway.bus import BusClient
+from gateway.grpc_clients import GrpcClients
+from gateway.keys import BUS, GRPC, SETTINGS
+from gateway.middlewares import error_middleware, request_id_middleware
+from gateway.routes import health, products
+
+
+async def bus_context(app: web.Application) -> AsyncIterator[None]:
+    bus = BusClient(app[SETTINGS])
+    await bus.start()
+    app[BUS] = bus
+    yield
+    await bus.stop()
+
+
+async def grpc_context(app: web.Application) -> AsyncIterator[None]:
+    clients = GrpcClients(app[SETTINGS].grpc)
+    clients.open()
+    app[GRPC] = clients
+    yield
+    await clients.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[request_id_middleware, error_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([grpc_context, bus_context])
+    health.setup_routes(app)
+    products.setup_routes(app)
+    return app

@@ -1,0 +1,122 @@
+"""Request/reply over Kafka with plain aiokafka: one producer, one reply topic per instance.
+
+The reply topic is read by manual assignment (no consumer group, so no rebalance on the hot
+path); each pending request is a future keyed by its correlation id, with a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from agents.common.settings import Settings
+from topics import reply_topic
+from topics.admin import create_topics
+from topics.envelope import Headers, Reply
+
+log = logging.getLogger(__name__)
+
+
+class BusTimeout(Exception):
+    """No reply came by the request's deadline."""
+
+
+class BusClient:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.reply_topic = reply_topic(settings.gateway_instance)
+        self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        bootstrap = self._settings.require_kafka()
+        await create_topics(bootstrap, [(self.reply_topic, 1)])
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self._settings.kafka.fetch_max_wait_ms,
+        )
+        await self._consumer.start()
+        tp = TopicPartition(self.reply_topic, 0)
+        self._consumer.assign([tp])
+        await self._consumer.seek_to_end(tp)
+        # Resolve the position now: a reply written before it would otherwise be skipped.
+        await self._consumer.position(tp)
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+        await self._producer.start()
+        self._reader = asyncio.create_task(self._read_replies(), name="bus-replies")
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            await asyncio.gather(self._reader, return_exceptions=True)
+        for fut in self._pending.values():
+            fut.cancel()
+        if self._producer is not None:
+            await self._producer.stop()
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    @property
+    def ready(self) -> bool:
+        return self._reader is not None and not self._reader.done()
+
+    async def _read_replies(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=1000)
+            for messages in batches.values():
+                for message in messages:
+                    self._resolve(message.value)
+
+    def _resolve(self, raw: bytes | None) -> None:
+        try:
+            envelope = json.loads(raw or b"")
+            correlation_id = envelope["correlation_id"]
+            reply = Reply.model_validate(envelope["value"])
+        except (ValueError, KeyError, TypeError) as e:
+            log.warning("unreadable reply on %s: %s", self.reply_topic, e)
+            return
+        fut = self._pending.pop(correlation_id, None)
+        if fut is None:
+            log.info("late or unknown reply %s", correlation_id)
+        elif not fut.done():
+            fut.set_result(reply)
+
+    async def request(
+        self,
+        topic: str,
+        key: str,
+        value: bytes,
+        *,
+        headers: Sequence[tuple[str, bytes]] = (),
+        timeout: float | None = None,
+    ) -> Reply:
+        """Send a request and wait for its reply; BusTimeout when none comes by the deadline."""
+        assert self._producer is not None, "BusClient not started"
+        correlation_id = uuid.uuid4().hex
+        fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[correlation_id] = fut
+        all_headers = [
+            (Headers.REPLY_TO, self.reply_topic.encode()),
+            (Headers.CORRELATION_ID, correlation_id.encode()),
+            *headers,
+        ]
+        try:
+            async with asyncio.timeout(timeout or self._settings.request_timeout_s):
+                await self._producer.send_and_wait(
+                    topic, value, key=key.encode(), headers=all_headers
+                )
+                return await fut
+        except TimeoutError:
+            raise BusTimeout(f"no reply from {topic} in time") from None
+        finally:
+            self._pending.pop(correlation_id, None)

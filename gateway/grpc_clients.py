@@ -1,0 +1,42 @@
+"""The gateway's gRPC channels to each domain, and their health checks."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from agents.common.settings import GrpcAddresses
+from protos import products_pb2_grpc
+
+DOMAINS = ("users", "products", "orders", "payments")
+
+
+@dataclass
+class GrpcClients:
+    addresses: GrpcAddresses
+    channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+    _products: products_pb2_grpc.ProductServiceStub | None = None
+
+    def open(self) -> None:
+        for domain in DOMAINS:
+            self.channels[domain] = grpc.aio.insecure_channel(self.addresses.of(domain))
+        self._products = products_pb2_grpc.ProductServiceStub(self.channels["products"])
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self.channels.values()))
+
+    @property
+    def products(self) -> products_pb2_grpc.ProductServiceStub:
+        assert self._products is not None, "GrpcClients.open() was not called"
+        return self._products
+
+    async def health(self, domain: str, timeout: float = 1.0) -> bool:
+        stub = health_pb2_grpc.HealthStub(self.channels[domain])
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,13 @@
+"""Typed keys of the application's and the request's state."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from agents.common.settings import Settings
+from gateway.bus import BusClient
+from gateway.grpc_clients import GrpcClients
+
+SETTINGS = web.AppKey("settings", Settings)
+BUS = web.AppKey("bus", BusClient)
+GRPC = web.AppKey("grpc", GrpcClients)

@@ -1,0 +1,38 @@
+"""Liveness and readiness for operators and orchestrators."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from gateway.grpc_clients import DOMAINS
+from gateway.keys import BUS, GRPC
+from gateway.problems import problem_response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when the bus client reads replies and every domain's gRPC health says SERVING.
+
+    A domain reports SERVING only while its Postgres answers, so this covers Postgres too.
+    """
+    grpc = request.app[GRPC]
+    results = await asyncio.gather(*(grpc.health(d) for d in DOMAINS))
+    checks = {"kafka": "ok" if request.app[BUS].ready else "down"}
+    checks |= {d: "ok" if ok else "down" for d, ok in zip(DOMAINS, results, strict=True)}
+    if all(v == "ok" for v in checks.values()):
+        return web.json_response({"status": "ready", "checks": checks})
+    down = ", ".join(k for k, v in checks.items() if v != "ok")
+    return problem_response(
+        503, f"not ready: {down}", instance=request.path, request_id=request.get("request_id"),
+        code="unavailable", extra={"checks": checks},
+    )
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)

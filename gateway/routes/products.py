@@ -1,0 +1,180 @@
+"""The catalogue: the seed's /product/ routes verbatim, and /api/v1/products beside them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC
+from decimal import Decimal
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from gateway.auth import Identity, require_role
+from gateway.keys import BUS, GRPC, SETTINGS
+from gateway.problems import Problem
+from gateway.validation import int_query, read_body
+from protos import products_pb2
+from topics import PRODUCTS_COMMANDS
+from topics.envelope import Headers
+from topics.products import (
+    CreateProduct,
+    DeleteProduct,
+    NewProduct,
+    ProductChanges,
+    UpdateProduct,
+)
+
+MAX_PAGE_SIZE = 100
+IDEMPOTENCY_NS = uuid.UUID("6f1c1a52-6a8e-4d5e-9f55-1b7f3c1f0a11")
+
+
+def product_json(p: products_pb2.Product) -> dict[str, Any]:
+    return {
+        "id": p.id,
+        "name": p.name,
+        "description": p.description,
+        "price": float(Decimal(p.price)),
+        "stock": p.stock,
+        "image_url": p.image_url,
+        "created_at": p.created_at.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z"),
+        "updated_at": p.updated_at.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z"),
+    }
+
+
+def reply_product_json(p: dict[str, Any]) -> dict[str, Any]:
+    return {**p, "price": float(Decimal(str(p["price"])))}
+
+
+async def list_products(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    if "id" in request.query:
+        return await get_product_by_query(request)
+    page = int_query(request, "page", default=0, maximum=1_000_000)
+    size = int_query(request, "limit", default=settings.page_size, minimum=1,
+                     maximum=MAX_PAGE_SIZE)
+    reply = await request.app[GRPC].products.ListProducts(
+        products_pb2.ListProductsRequest(page=page, page_size=size),
+        timeout=settings.request_timeout_s, metadata=_metadata(request),
+    )
+    return web.json_response({
+        "total": reply.total,
+        "page": reply.page,
+        "total_page": reply.total_page,
+        "products": [product_json(p) for p in reply.products],
+    })
+
+
+async def _get(request: web.Request, product_id: int) -> web.Response:
+    reply = await request.app[GRPC].products.GetProduct(
+        products_pb2.GetProductRequest(id=product_id),
+        timeout=request.app[SETTINGS].request_timeout_s, metadata=_metadata(request),
+    )
+    return web.json_response(product_json(reply))
+
+
+async def get_product_by_query(request: web.Request) -> web.Response:
+    return await _get(request, int_query(request, "id", minimum=1))
+
+
+async def get_product(request: web.Request) -> web.Response:
+    return await _get(request, _path_id(request))
+
+
+def _path_id(request: web.Request) -> int:
+    raw = request.match_info["id"]
+    if not raw.isdigit() or not 1 <= int(raw) < 2**63:
+        raise Problem(404, f"no product {raw}", code="not_found")
+    return int(raw)
+
+
+def _metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
+    return (("x-request-id", request["request_id"]),)
+
+
+def _command_id(request: web.Request, identity: Identity) -> uuid.UUID:
+    key = request.headers.get("Idempotency-Key")
+    if not key:
+        return uuid.uuid4()
+    if len(key) > 255:
+        raise Problem(422, "Idempotency-Key is longer than 255 characters", code="invalid")
+    return uuid.uuid5(IDEMPOTENCY_NS, f"{identity.user_id}:{request.method}:{request.path}:{key}")
+
+
+async def _send(request: web.Request, key: str, command: BaseModel) -> dict[str, Any]:
+    identity: Identity = request["identity"]
+    headers = [
+        (Headers.REQUEST_ID, request["request_id"].encode()),
+        (Headers.USER_ID, identity.user_id.encode()),
+        (Headers.ROLES, identity.role.encode()),
+    ]
+    if "traceparent" in request.headers:
+        headers.append((Headers.TRACEPARENT, request.headers["traceparent"].encode()))
+    reply = await request.app[BUS].request(
+        PRODUCTS_COMMANDS.name, key, command.model_dump_json().encode(), headers=headers
+    )
+    if not reply.ok:
+        assert reply.error is not None
+        raise Problem.of(reply.error.type, reply.error.detail, reply.error.errors)
+    assert reply.result is not None
+    return reply.result
+
+
+@require_role("admin")
+async def create_product(request: web.Request) -> web.Response:
+    new = await read_body(request, NewProduct)
+    command_id = _command_id(request, request["identity"])
+    result = await _send(request, str(command_id), CreateProduct(command_id=command_id,
+                                                                 product=new))
+    product = reply_product_json(result["product"])
+    return web.json_response(
+        product, status=201, headers={"Location": f"/api/v1/products/{product['id']}"}
+    )
+
+
+async def _update(request: web.Request, product_id: int) -> web.Response:
+    changes = await read_body(request, ProductChanges)
+    command_id = _command_id(request, request["identity"])
+    result = await _send(request, str(product_id), UpdateProduct(
+        command_id=command_id, product_id=product_id, changes=changes))
+    return web.json_response(reply_product_json(result["product"]))
+
+
+async def _delete(request: web.Request, product_id: int) -> web.Response:
+    command_id = _command_id(request, request["identity"])
+    await _send(request, str(product_id), DeleteProduct(command_id=command_id,
+                                                        product_id=product_id))
+    return web.json_response({"message": "success", "id": product_id})
+
+
+@require_role("admin")
+async def update_product_by_query(request: web.Request) -> web.Response:
+    return await _update(request, int_query(request, "id", minimum=1))
+
+
+@require_role("admin")
+async def delete_product_by_query(request: web.Request) -> web.Response:
+    return await _delete(request, int_query(request, "id", minimum=1))
+
+
+@require_role("admin")
+async def update_product(request: web.Request) -> web.Response:
+    return await _update(request, _path_id(request))
+
+
+@require_role("admin")
+async def delete_product(request: web.Request) -> web.Response:
+    return await _delete(request, _path_id(request))
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/product/", list_products)
+    app.router.add_post("/product/", create_product)
+    app.router.add_put("/product/", update_product_by_query)
+    app.router.add_delete("/product/", delete_product_by_query)
+    app.router.add_get("/api/v1/products", list_products)
+    app.router.add_post("/api/v1/products", create_product)
+    app.router.add_get("/api/v1/products/{id}", get_product)
+    app.router.add_put("/api/v1/products/{id}", update_product)
+    app.router.add_patch("/api/v1/products/{id}", update_product)
+    app.router.add_delete("/api/v1/products/{id}", delete_product)

@@ -1,0 +1,50 @@
+"""Reading request bodies and query parameters, or answering 400/422 with field paths."""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from agents.common.agent import field_errors
+from gateway.problems import Problem
+from topics.envelope import FieldError
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_body(request: web.Request, model: type[M]) -> M:
+    raw = await request.read()
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise Problem(400, "the request body is not valid JSON", code="bad_request") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise Problem(
+            422, "the request body is invalid", code="invalid", errors=field_errors(e)
+        ) from None
+
+
+def int_query(request: web.Request, name: str, *, default: int | None = None,
+              minimum: int = 0, maximum: int = 2**63 - 1) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise Problem(422, f"query parameter {name} is required", code="invalid",
+                          errors=[FieldError(path=f"query.{name}", message="required")])
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if not minimum <= value <= maximum:
+        raise Problem(
+            422, f"query parameter {name} must be an integer from {minimum}", code="invalid",
+            errors=[FieldError(path=f"query.{name}",
+                               message=f"must be an integer in {minimum}..{maximum}")],
+        )
+    return value
