@@ -13,8 +13,12 @@ def main() -> None:
     settings = Settings.from_env()
     setup_logging("gateway", settings.log_level, settings.log_format)
     web.run_app(
-        create_app(settings), host=settings.listen_host, port=settings.gateway_port,
-        access_log=None, print=None, shutdown_timeout=5,
+        create_app(settings),
+        host=settings.listen_host,
+        port=settings.gateway_port,
+        access_log=None,
+        print=None,
+        shutdown_timeout=5,
     )
 
 

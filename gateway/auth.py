@@ -29,8 +29,14 @@ class Identity:
 def mint_token(settings: Settings, *, sub: str, role: str, ttl_s: int = 3600) -> str:
     now = int(time.time())
     claims = {
-        "iss": settings.jwt_issuer, "aud": settings.jwt_audience, "sub": sub, "role": role,
-        "iat": now, "exp": now + ttl_s, "jti": uuid.uuid4().hex, "typ": "access",
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "sub": sub,
+        "role": role,
+        "iat": now,
+        "exp": now + ttl_s,
+        "jti": uuid.uuid4().hex,
+        "typ": "access",
     }
     return jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHMS[0])
 
@@ -46,8 +52,11 @@ def identify(request: web.Request, settings: Settings) -> Identity:
         raise _unauthorized("a bearer token is required")
     try:
         claims = jwt.decode(
-            token.strip(), settings.jwt_secret, algorithms=ALGORITHMS,
-            audience=settings.jwt_audience, issuer=settings.jwt_issuer,
+            token.strip(),
+            settings.jwt_secret,
+            algorithms=ALGORITHMS,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
             options={"require": REQUIRED_CLAIMS},
         )
     except jwt.PyJWTError as e:

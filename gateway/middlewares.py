@@ -9,6 +9,7 @@ import uuid
 
 import grpc
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from aiokafka.errors import KafkaError
 
 from agents.common.logs import request_id_var
@@ -32,7 +33,7 @@ GRPC_STATUS: dict[grpc.StatusCode, tuple[int, str]] = {
 
 
 @web.middleware
-async def request_id_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     given = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
     request["request_id"] = request_id
@@ -46,17 +47,26 @@ async def request_id_middleware(request: web.Request, handler: web.Handler) -> w
         return response
     finally:
         log.info(
-            "%s %s %d", request.method, request.path, status,
+            "%s %s %d",
+            request.method,
+            request.path,
+            status,
             extra={"duration_ms": round((time.perf_counter() - started) * 1000, 2)},
         )
         request_id_var.reset(token)
 
 
 def _problem_for(request: web.Request, exc: BaseException) -> web.Response:
-    kw = {"instance": request.path, "request_id": request.get("request_id")}
+    instance, request_id = request.path, request.get("request_id")
     if isinstance(exc, Problem):
         return problem_response(
-            exc.status, exc.detail, code=exc.code, errors=exc.errors, headers=exc.headers, **kw
+            exc.status,
+            exc.detail,
+            code=exc.code,
+            errors=exc.errors,
+            headers=exc.headers,
+            instance=instance,
+            request_id=request_id,
         )
     if isinstance(exc, web.HTTPException):
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow",)}
@@ -65,23 +75,39 @@ def _problem_for(request: web.Request, exc: BaseException) -> web.Response:
             405: f"{request.method} is not allowed here",
             413: "the request body is too large",
         }.get(exc.status, exc.reason)
-        return problem_response(exc.status, detail, headers=headers, **kw)
+        return problem_response(
+            exc.status, detail, headers=headers, instance=instance, request_id=request_id
+        )
     if isinstance(exc, BusTimeout):
-        return problem_response(504, "the service did not answer in time", code="timeout", **kw)
+        return problem_response(
+            504,
+            "the service did not answer in time",
+            code="timeout",
+            instance=instance,
+            request_id=request_id,
+        )
     if isinstance(exc, grpc.aio.AioRpcError):
         status, code = GRPC_STATUS.get(exc.code(), (500, "internal"))
         detail = exc.details() or code if status < 500 else f"a backing service failed ({code})"
-        return problem_response(status, detail, code=code, **kw)
+        return problem_response(status, detail, code=code, instance=instance, request_id=request_id)
     if isinstance(exc, KafkaError):
-        return problem_response(503, "the message bus is unavailable", code="unavailable", **kw)
+        return problem_response(
+            503,
+            "the message bus is unavailable",
+            code="unavailable",
+            instance=instance,
+            request_id=request_id,
+        )
     log.exception("unhandled error", exc_info=exc)
-    return problem_response(500, "internal server error", code="internal", **kw)
+    return problem_response(
+        500, "internal server error", code="internal", instance=instance, request_id=request_id
+    )
 
 
 @web.middleware
-async def error_middleware(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        response = await handler(request)
+        response: web.StreamResponse = await handler(request)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -29,13 +29,23 @@ async def read_body(request: web.Request, model: type[M]) -> M:
         ) from None
 
 
-def int_query(request: web.Request, name: str, *, default: int | None = None,
-              minimum: int = 0, maximum: int = 2**63 - 1) -> int:
+def int_query(
+    request: web.Request,
+    name: str,
+    *,
+    default: int | None = None,
+    minimum: int = 0,
+    maximum: int = 2**63 - 1,
+) -> int:
     raw = request.query.get(name)
     if raw is None or raw == "":
         if default is None:
-            raise Problem(422, f"query parameter {name} is required", code="invalid",
-                          errors=[FieldError(path=f"query.{name}", message="required")])
+            raise Problem(
+                422,
+                f"query parameter {name} is required",
+                code="invalid",
+                errors=[FieldError(path=f"query.{name}", message="required")],
+            )
         return default
     try:
         value = int(raw)
@@ -43,8 +53,13 @@ def int_query(request: web.Request, name: str, *, default: int | None = None,
         value = minimum - 1
     if not minimum <= value <= maximum:
         raise Problem(
-            422, f"query parameter {name} must be an integer from {minimum}", code="invalid",
-            errors=[FieldError(path=f"query.{name}",
-                               message=f"must be an integer in {minimum}..{maximum}")],
+            422,
+            f"query parameter {name} must be an integer from {minimum}",
+            code="invalid",
+            errors=[
+                FieldError(
+                    path=f"query.{name}", message=f"must be an integer in {minimum}..{maximum}"
+                )
+            ],
         )
     return value

@@ -20,8 +20,12 @@ def generate(out_dir: Path) -> list[Path]:
     include = str(Path(grpc_tools.__file__).parent / "_proto")
     sources = sorted(HERE.glob("*.proto"))
     args = [
-        "protoc", f"-I{ROOT}", f"-I{include}",
-        f"--python_out={out_dir}", f"--pyi_out={out_dir}", f"--grpc_python_out={out_dir}",
+        "protoc",
+        f"-I{ROOT}",
+        f"-I{include}",
+        f"--python_out={out_dir}",
+        f"--pyi_out={out_dir}",
+        f"--grpc_python_out={out_dir}",
         *(str(p.relative_to(ROOT)) for p in sources),
     ]
     if protoc.main(args) != 0:
@@ -40,7 +44,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         fresh = generate(Path(tmp))
         stale = [
-            p.name for p in fresh
+            p.name
+            for p in fresh
             if not (HERE / p.name).exists() or not filecmp.cmp(p, HERE / p.name, shallow=False)
         ]
         if args.check:

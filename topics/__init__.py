@@ -39,10 +39,35 @@ PRODUCTS_EVENTS = Topic(
     messages=products.EVENTS,
 )
 
-CATALOGUE: tuple[Topic, ...] = (PRODUCTS_COMMANDS, PRODUCTS_EVENTS)
+USERS_COMMANDS = Topic(
+    name="users.commands",
+    partitions=8,
+    key="the user id",
+    summary="Identity commands. Not handled yet: every message is dead-lettered.",
+)
+ORDERS_COMMANDS = Topic(
+    name="orders.commands",
+    partitions=8,
+    key="the user id",
+    summary="Order commands. Not handled yet: every message is dead-lettered.",
+)
+PAYMENTS_COMMANDS = Topic(
+    name="payments.commands",
+    partitions=8,
+    key="the order id",
+    summary="Payment commands. Not handled yet: every message is dead-lettered.",
+)
+
+CATALOGUE: tuple[Topic, ...] = (
+    PRODUCTS_COMMANDS,
+    PRODUCTS_EVENTS,
+    USERS_COMMANDS,
+    ORDERS_COMMANDS,
+    PAYMENTS_COMMANDS,
+)
 
 # Topics that take messages from outside the platform; what they reject goes to `<name>.dlq`.
-INBOUND: tuple[Topic, ...] = (PRODUCTS_COMMANDS,)
+INBOUND: tuple[Topic, ...] = (PRODUCTS_COMMANDS, USERS_COMMANDS, ORDERS_COMMANDS, PAYMENTS_COMMANDS)
 
 
 def all_topic_names() -> list[tuple[str, int]]:

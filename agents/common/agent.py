@@ -67,8 +67,9 @@ async def dead_letter(runtime: DomainRuntime, topic: Topic, event: Any, reason: 
     await runtime.producer.send_and_wait(
         topic.dlq, key=event.key, value=event.value, headers=headers
     )
-    log.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition,
-                message.offset, reason)
+    log.warning(
+        "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
+    )
 
 
 async def process_event(
@@ -106,13 +107,29 @@ def command_agent(
     handle: Callable[[C], Awaitable[Reply]],
 ) -> None:
     """Register the agent of a command topic. It replies when the request names a reply topic."""
-    channel = app.topic(
-        topic.name, partitions=topic.partitions, key_serializer="raw", value_serializer="raw"
-    )
 
     async def agent(stream: Any) -> AsyncIterator[dict[str, Any]]:
         async for event in stream.events():
             reply = await process_event(runtime, topic, event, decode, handle)
             yield reply.model_dump(mode="json")
 
-    app.agent(channel, name=f"{topic.name}.agent", isolated_partitions=True)(agent)
+    app.agent(_channel(app, topic), name=f"{topic.name}.agent", isolated_partitions=True)(agent)
+
+
+def not_yet_agent(app: faust.App, runtime: DomainRuntime, topic: Topic) -> None:
+    """The agent of a domain whose commands are not built yet: it answers `unavailable` and
+    keeps each message in the dead-letter topic, so nothing sent to it is lost."""
+
+    async def agent(stream: Any) -> AsyncIterator[dict[str, Any]]:
+        async for event in stream.events():
+            await dead_letter(runtime, topic, event, "unavailable: not handled yet")
+            reply = Reply.failure(ErrorType.UNAVAILABLE, f"{topic.name} is not handled yet")
+            yield reply.model_dump(mode="json")
+
+    app.agent(_channel(app, topic), name=f"{topic.name}.agent")(agent)
+
+
+def _channel(app: faust.App, topic: Topic) -> Any:
+    return app.topic(
+        topic.name, partitions=topic.partitions, key_serializer="raw", value_serializer="raw"
+    )

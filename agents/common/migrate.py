@@ -39,7 +39,10 @@ class Migration:
 
 def load_migrations() -> list[Migration]:
     files = [f for f in importlib.resources.files("sql").iterdir() if f.name.endswith(".sql")]
-    return [Migration(f.name.removesuffix(".sql"), f.read_text()) for f in sorted(files, key=lambda f: f.name)]
+    return [
+        Migration(f.name.removesuffix(".sql"), f.read_text())
+        for f in sorted(files, key=lambda f: f.name)
+    ]
 
 
 async def migrate(dsn: str) -> list[str]:
@@ -56,8 +59,10 @@ async def apply(conn: asyncpg.Connection, migrations: list[Migration]) -> list[s
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_ID)
         await conn.execute(_CREATE_LEDGER)
-        done = {r["version"]: r["checksum"] for r in await conn.fetch(
-            "SELECT version, checksum FROM schema_migrations")}
+        done = {
+            r["version"]: r["checksum"]
+            for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")
+        }
         for m in migrations:
             if m.version in done:
                 if done[m.version] != m.checksum:
@@ -69,7 +74,9 @@ async def apply(conn: asyncpg.Connection, migrations: list[Migration]) -> list[s
                 raise MigrationError(f"migration {m.version} failed: {e}") from e
             await conn.execute(
                 "INSERT INTO schema_migrations (version, checksum) VALUES ($1, $2)",
-                m.version, m.checksum)
+                m.version,
+                m.checksum,
+            )
             applied_now.append(m.version)
             log.info("applied migration %s", m.version)
     return applied_now

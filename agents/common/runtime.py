@@ -17,18 +17,24 @@ from mode import Service
 from agents.common.db import create_pool
 from agents.common.grpc_server import GrpcServer, create_server
 from agents.common.relay import OutboxRelay
-from agents.common.settings import Settings
+from agents.common.settings import KafkaTuning, Settings
 
 log = logging.getLogger(__name__)
 
 POSTGRES_CHECK_EVERY_S = 2.0
 
 
-def create_faust_app(domain: str, settings: Settings) -> faust.App:
+class DomainApp(faust.App):
+    """A Faust app that carries the consumer tuning our transport reads."""
+
+    kafka_tuning: KafkaTuning
+
+
+def create_faust_app(domain: str, settings: Settings) -> DomainApp:
     tuning = settings.kafka
     datadir = settings.state_dir / "faust" / domain
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = DomainApp(
         f"shopstream-{domain}",
         broker=[f"shopstream://{host}" for host in settings.require_kafka().split(",")],
         autodiscover=False,
@@ -66,7 +72,7 @@ async def _connect_pool(dsn: str, max_size: int, timeout: float = 60.0) -> async
             delay = min(delay * 2, 2.0)
 
 
-class DomainRuntime(Service):  # type: ignore[misc]
+class DomainRuntime(Service):
     """Postgres pool, Kafka producer, outbox relay and gRPC server of one domain process.
 
     Started before the Faust app (as a dependency of the worker), stopped after it.
@@ -127,7 +133,9 @@ class DomainRuntime(Service):  # type: ignore[misc]
         else:
             await self._ready()
 
-    async def _on_rebalance_complete(self, sender: Any, **kwargs: Any) -> None:
+    async def _on_rebalance_complete(
+        self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any
+    ) -> None:
         await self._ready()
 
     async def _ready(self) -> None:
@@ -175,8 +183,9 @@ def run_worker(app: faust.App, runtime: DomainRuntime, settings: Settings) -> No
         logging_config={
             "version": 1,
             "disable_existing_loggers": False,
-            "formatters": {"default": {"()": lambda: formatter_for(runtime.domain,
-                                                                  settings.log_format)}},
+            "formatters": {
+                "default": {"()": lambda: formatter_for(runtime.domain, settings.log_format)}
+            },
             "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default"}},
             "root": {"handlers": ["default"], "level": settings.log_level},
             "loggers": {"aiokafka": {"level": "WARNING"}},

@@ -112,7 +112,9 @@ class Settings:
             heartbeat_interval_ms=_int(
                 e, "KAFKA_HEARTBEAT_INTERVAL_MS", d.kafka.heartbeat_interval_ms
             ),
-            rebalance_timeout_ms=_int(e, "KAFKA_REBALANCE_TIMEOUT_MS", d.kafka.rebalance_timeout_ms),
+            rebalance_timeout_ms=_int(
+                e, "KAFKA_REBALANCE_TIMEOUT_MS", d.kafka.rebalance_timeout_ms
+            ),
             request_timeout_ms=_int(e, "KAFKA_REQUEST_TIMEOUT_MS", d.kafka.request_timeout_ms),
         )
         if kafka.fetch_max_wait_ms < 2:

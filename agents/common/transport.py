@@ -13,7 +13,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from agents.common.settings import KafkaTuning
 
 
-class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[misc]
+class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         tuning: KafkaTuning = getattr(self.app, "kafka_tuning", KafkaTuning())
@@ -22,10 +22,10 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[mis
         return consumer
 
 
-class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]
+class Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
 
-class Transport(faust_aiokafka.Transport):  # type: ignore[misc]
+class Transport(faust_aiokafka.Transport):
     Consumer = Consumer

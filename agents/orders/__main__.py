@@ -1,8 +1,8 @@
 """`python -m agents.orders`: the orders worker."""
 
-from agents.orders.app import bootstrap
 from agents.common.runtime import run_worker
 from agents.common.settings import Settings
+from agents.orders.app import bootstrap
 
 
 def main() -> None:

@@ -1,8 +1,8 @@
 """`python -m agents.payments`: the payments worker."""
 
-from agents.payments.app import bootstrap
 from agents.common.runtime import run_worker
 from agents.common.settings import Settings
+from agents.payments.app import bootstrap
 
 
 def main() -> None:

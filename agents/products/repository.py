@@ -45,7 +45,8 @@ class ProductRepository(Protocol):
 
 
 class ProductsUnitOfWork(UnitOfWork, Protocol):
-    products: ProductRepository
+    @property
+    def products(self) -> ProductRepository: ...
 
 
 class PgProductRepository:
@@ -61,8 +62,13 @@ class PgProductRepository:
 
     async def update(self, product_id: int, changes: ProductChanges) -> Product | None:
         row = await self._conn.fetchrow(
-            UPDATE, product_id, changes.name, changes.description, changes.price,
-            changes.stock, changes.image_url,
+            UPDATE,
+            product_id,
+            changes.name,
+            changes.description,
+            changes.price,
+            changes.stock,
+            changes.image_url,
         )
         return None if row is None else _product(row)
 

@@ -23,13 +23,18 @@ def _timestamp(value: object) -> Timestamp:
 
 def to_proto(p: Product) -> products_pb2.Product:
     return products_pb2.Product(
-        id=p.id, name=p.name, description=p.description, price=f"{p.price:.2f}",
-        stock=p.stock, image_url=p.image_url,
-        created_at=_timestamp(p.created_at), updated_at=_timestamp(p.updated_at),
+        id=p.id,
+        name=p.name,
+        description=p.description,
+        price=f"{p.price:.2f}",
+        stock=p.stock,
+        image_url=p.image_url,
+        created_at=_timestamp(p.created_at),
+        updated_at=_timestamp(p.updated_at),
     )
 
 
-class ProductServicer(products_pb2_grpc.ProductServiceServicer):
+class ProductServicer(products_pb2_grpc.ProductServiceServicer):  # type: ignore[misc]
     def __init__(self, pool: asyncpg.Pool, default_page_size: int) -> None:
         self._pool = pool
         self._default_page_size = default_page_size
@@ -54,6 +59,8 @@ class ProductServicer(products_pb2_grpc.ProductServiceServicer):
             )
         total, products = await repository.list_products(self._pool, request.page, size)
         return products_pb2.ListProductsResponse(
-            total=total, page=request.page, total_page=math.ceil(total / size),
+            total=total,
+            page=request.page,
+            total_page=math.ceil(total / size),
             products=[to_proto(p) for p in products],
         )

@@ -1,8 +1,8 @@
 """`python -m agents.users`: the users worker."""
 
-from agents.users.app import bootstrap
 from agents.common.runtime import run_worker
 from agents.common.settings import Settings
+from agents.users.app import bootstrap
 
 
 def main() -> None:

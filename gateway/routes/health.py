@@ -28,8 +28,12 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "ready", "checks": checks})
     down = ", ".join(k for k, v in checks.items() if v != "ok")
     return problem_response(
-        503, f"not ready: {down}", instance=request.path, request_id=request.get("request_id"),
-        code="unavailable", extra={"checks": checks},
+        503,
+        f"not ready: {down}",
+        instance=request.path,
+        request_id=request.get("request_id"),
+        code="unavailable",
+        extra={"checks": checks},
     )
 
 

@@ -51,24 +51,27 @@ async def list_products(request: web.Request) -> web.Response:
     if "id" in request.query:
         return await get_product_by_query(request)
     page = int_query(request, "page", default=0, maximum=1_000_000)
-    size = int_query(request, "limit", default=settings.page_size, minimum=1,
-                     maximum=MAX_PAGE_SIZE)
+    size = int_query(request, "limit", default=settings.page_size, minimum=1, maximum=MAX_PAGE_SIZE)
     reply = await request.app[GRPC].products.ListProducts(
         products_pb2.ListProductsRequest(page=page, page_size=size),
-        timeout=settings.request_timeout_s, metadata=_metadata(request),
+        timeout=settings.request_timeout_s,
+        metadata=_metadata(request),
     )
-    return web.json_response({
-        "total": reply.total,
-        "page": reply.page,
-        "total_page": reply.total_page,
-        "products": [product_json(p) for p in reply.products],
-    })
+    return web.json_response(
+        {
+            "total": reply.total,
+            "page": reply.page,
+            "total_page": reply.total_page,
+            "products": [product_json(p) for p in reply.products],
+        }
+    )
 
 
 async def _get(request: web.Request, product_id: int) -> web.Response:
     reply = await request.app[GRPC].products.GetProduct(
         products_pb2.GetProductRequest(id=product_id),
-        timeout=request.app[SETTINGS].request_timeout_s, metadata=_metadata(request),
+        timeout=request.app[SETTINGS].request_timeout_s,
+        metadata=_metadata(request),
     )
     return web.json_response(product_json(reply))
 
@@ -124,8 +127,9 @@ async def _send(request: web.Request, key: str, command: BaseModel) -> dict[str,
 async def create_product(request: web.Request) -> web.Response:
     new = await read_body(request, NewProduct)
     command_id = _command_id(request, request["identity"])
-    result = await _send(request, str(command_id), CreateProduct(command_id=command_id,
-                                                                 product=new))
+    result = await _send(
+        request, str(command_id), CreateProduct(command_id=command_id, product=new)
+    )
     product = reply_product_json(result["product"])
     return web.json_response(
         product, status=201, headers={"Location": f"/api/v1/products/{product['id']}"}
@@ -135,15 +139,19 @@ async def create_product(request: web.Request) -> web.Response:
 async def _update(request: web.Request, product_id: int) -> web.Response:
     changes = await read_body(request, ProductChanges)
     command_id = _command_id(request, request["identity"])
-    result = await _send(request, str(product_id), UpdateProduct(
-        command_id=command_id, product_id=product_id, changes=changes))
+    result = await _send(
+        request,
+        str(product_id),
+        UpdateProduct(command_id=command_id, product_id=product_id, changes=changes),
+    )
     return web.json_response(reply_product_json(result["product"]))
 
 
 async def _delete(request: web.Request, product_id: int) -> web.Response:
     command_id = _command_id(request, request["identity"])
-    await _send(request, str(product_id), DeleteProduct(command_id=command_id,
-                                                        product_id=product_id))
+    await _send(
+        request, str(product_id), DeleteProduct(command_id=command_id, product_id=product_id)
+    )
     return web.json_response({"message": "success", "id": product_id})
 
 

@@ -1,0 +1,100 @@
+"""The `shopstream` command: run the platform, migrate, create topics, mint a dev token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+
+from agents.common.logs import setup_logging
+from agents.common.settings import Settings, SettingsError
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from agents.supervisor import run
+
+    return run(settings, demo=not args.no_demo)
+
+
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from agents.common.migrate import migrate
+
+    applied = asyncio.run(migrate(settings.require_database()))
+    print(f"applied: {', '.join(applied)}" if applied else "nothing to apply")
+    return 0
+
+
+def _topics_create(settings: Settings, args: argparse.Namespace) -> int:
+    from topics import all_topic_names
+    from topics.admin import create_topics
+
+    created = asyncio.run(
+        create_topics(settings.require_kafka(), all_topic_names(), replication=args.replication)
+    )
+    print(f"created: {', '.join(created)}" if created else "all topics exist")
+    return 0
+
+
+def _topics_asyncapi(settings: Settings, args: argparse.Namespace) -> int:
+    from topics.asyncapi import asyncapi_document
+
+    print(json.dumps(asyncapi_document(), indent=2))
+    return 0
+
+
+def _dev_token(settings: Settings, args: argparse.Namespace) -> int:
+    from gateway.auth import mint_token
+
+    token = mint_token(settings, sub=args.sub, role=args.role, ttl_s=args.ttl)
+    print(f"# a {args.role} access token for local use, valid {args.ttl} s:", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shopstream", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the whole platform (gateway on :8080)")
+    run.add_argument("--no-demo", action="store_true", help="do not load the demo catalogue")
+    run.set_defaults(func=_run)
+    sub.add_parser("migrate", help="apply the SQL migrations (DATABASE_URL)").set_defaults(
+        func=_migrate
+    )
+    topics = sub.add_parser("topics", help="the topic catalogue").add_subparsers(
+        dest="topics_command", required=True
+    )
+    create = topics.add_parser("create", help="create missing topics (KAFKA_BROKER)")
+    create.add_argument("--replication", type=int, default=1)
+    create.set_defaults(func=_topics_create)
+    topics.add_parser("asyncapi", help="print the AsyncAPI document").set_defaults(
+        func=_topics_asyncapi
+    )
+    token = sub.add_parser("dev-token", help="print a signed access token (last line)")
+    token.add_argument("--role", choices=["user", "admin"], default="admin")
+    token.add_argument("--sub", default="dev-admin", help="the token's subject (user id)")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
+    token.set_defaults(func=_dev_token)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as e:
+        print(f"shopstream: {e}", file=sys.stderr)
+        return 2
+    if args.command != "run":
+        setup_logging("shopstream", settings.log_level, "text")
+    try:
+        code: int = args.func(settings, args)
+    except SettingsError as e:
+        logging.getLogger("shopstream").error("%s", e)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

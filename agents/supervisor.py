@@ -1,0 +1,216 @@
+"""`shopstream run`: the whole platform on one machine, started and stopped as one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from agents.common.db import create_pool
+from agents.common.embedded import EmbeddedPostgres, EmbeddedTansu
+from agents.common.migrate import migrate
+from agents.common.process import die_with_parent
+from agents.common.settings import Settings
+from agents.products.demo import load_demo_catalogue
+from topics import all_topic_names
+from topics.admin import create_topics
+
+DOMAINS = ("users", "products", "orders", "payments")
+READY_TIMEOUT_S = 120.0
+STOP_TIMEOUT_S = 15.0
+COLOURS = {"users": 35, "products": 36, "orders": 33, "payments": 32, "gateway": 34}
+
+
+def say(line: str) -> None:
+    print(f"shopstream | {line}", flush=True)
+
+
+@dataclass
+class Child:
+    name: str
+    module: str
+    proc: asyncio.subprocess.Process | None = None
+    pump: asyncio.Task[None] | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+async def _pump(child: Child, stream: asyncio.StreamReader, colour: bool) -> None:
+    width = max(len(n) for n in COLOURS)
+    label = child.name.ljust(width)
+    if colour:
+        label = f"\x1b[{COLOURS.get(child.name, 37)}m{label}\x1b[0m"
+    while line := await stream.readline():
+        sys.stdout.write(f"{label} | {line.decode(errors='replace').rstrip()}\n")
+        sys.stdout.flush()
+
+
+async def _spawn(child: Child, env: Mapping[str, str], colour: bool) -> None:
+    child.proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        child.module,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=dict(env),
+        start_new_session=True,
+        preexec_fn=die_with_parent,
+    )
+    assert child.proc.stdout is not None
+    child.pump = asyncio.create_task(_pump(child, child.proc.stdout, colour))
+
+
+async def _grpc_serving(addr: str) -> bool:
+    async with grpc.aio.insecure_channel(addr) as channel:
+        try:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=1.0
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+async def _http_ok(url: str) -> bool:
+    try:
+        async with aiohttp.ClientSession() as s, s.get(url, timeout=aiohttp.ClientTimeout(2)) as r:
+            return r.status == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+async def _wait_ready(child: Child, check: Callable[[], Awaitable[bool]]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not await check():
+        assert child.proc is not None
+        if child.proc.returncode is not None:
+            raise RuntimeError(f"{child.name} exited with code {child.proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{child.name} not ready after {READY_TIMEOUT_S:.0f} s")
+        await asyncio.sleep(0.1)
+    say(f"{child.name} ready in {time.monotonic() - child.started:.1f} s")
+
+
+async def _stop_children(children: list[Child]) -> None:
+    running = [c for c in children if c.proc is not None and c.proc.returncode is None]
+    for c in running:
+        assert c.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            c.proc.send_signal(signal.SIGTERM)
+
+    async def wait(c: Child) -> None:
+        assert c.proc is not None
+        try:
+            await asyncio.wait_for(c.proc.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            say(f"{c.name} did not stop in {STOP_TIMEOUT_S:.0f} s: killed")
+            with contextlib.suppress(ProcessLookupError):
+                c.proc.kill()
+            await c.proc.wait()
+
+    await asyncio.gather(*(wait(c) for c in running))
+    await asyncio.gather(*(c.pump for c in children if c.pump is not None))
+
+
+async def _prepare(dsn: str, kafka: str, demo: bool) -> None:
+    created = await create_topics(kafka, all_topic_names())
+    say(f"topics ready ({len(created)} created)")
+    applied = await migrate(dsn)
+    say(f"migrations applied: {', '.join(applied) or 'none pending'}")
+    if demo:
+        pool = await create_pool(dsn, max_size=1)
+        try:
+            added = await load_demo_catalogue(pool)
+        finally:
+            await pool.close()
+        if added:
+            say(f"demo catalogue loaded: {added} products")
+
+
+async def _supervise(settings: Settings, env: dict[str, str], demo: bool) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await _prepare(env["DATABASE_URL"], env["KAFKA_BROKER"], demo)
+    colour = sys.stdout.isatty()
+    children = [Child(d, f"agents.{d}") for d in DOMAINS] + [Child("gateway", "gateway")]
+    exit_code = 0
+    try:
+        for child in children:
+            await _spawn(child, env, colour)
+        gateway_url = f"http://127.0.0.1:{settings.gateway_port}"
+        checks: list[tuple[Child, Callable[[], Awaitable[bool]]]] = [
+            (c, functools.partial(_grpc_serving, settings.grpc.of(c.name))) for c in children[:-1]
+        ]
+        checks.append((children[-1], functools.partial(_http_ok, f"{gateway_url}/readyz")))
+        ready: asyncio.Future[Any] = asyncio.gather(*(_wait_ready(c, ch) for c, ch in checks))
+        stopped: asyncio.Future[Any] = asyncio.create_task(stop.wait())
+        first: set[asyncio.Future[Any]] = {ready, stopped}
+        done, _ = await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+        if ready in done:
+            ready.result()
+            say(f"ready: gateway on {gateway_url}  (Ctrl-C stops everything)")
+            say("an admin token for catalogue writes: shopstream dev-token --role admin")
+            exits = [asyncio.create_task(c.proc.wait()) for c in children if c.proc]
+            waiting: set[asyncio.Future[Any]] = {stopped, *exits}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if stopped not in done:
+                gone = [c.name for c in children if c.proc and c.proc.returncode is not None]
+                say(f"{', '.join(gone)} exited: stopping everything")
+                exit_code = 1
+            for t in exits:
+                t.cancel()
+        else:
+            ready.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await ready
+        stopped.cancel()
+    except RuntimeError as e:
+        say(f"failed: {e}")
+        exit_code = 1
+    finally:
+        say("stopping")
+        await _stop_children(children)
+    return exit_code
+
+
+def run(settings: Settings, *, demo: bool = True) -> int:
+    """Start what is missing (Postgres, Tansu), prepare, run every process; stop all on a signal."""
+    env = dict(os.environ)
+    env.setdefault("LOG_FORMAT", "text")
+    env.setdefault("SHOPSTREAM_STATE_DIR", str(settings.state_dir.resolve()))
+    postgres: EmbeddedPostgres | None = None
+    tansu: EmbeddedTansu | None = None
+    # A signal during start-up stops things the same way as one later.
+    previous = {s: signal.signal(s, signal.default_int_handler) for s in (signal.SIGTERM,)}
+    try:
+        if not settings.database_url:
+            postgres = EmbeddedPostgres(settings.state_dir / "pgdata")
+            env["DATABASE_URL"] = postgres.start()
+            say(f"postgres ready on 127.0.0.1:{postgres.port} (data kept in {postgres.data_dir})")
+        if not settings.kafka_broker:
+            tansu = EmbeddedTansu(settings.state_dir / "tansu.log")
+            env["KAFKA_BROKER"] = tansu.start()
+            say(f"tansu broker ready on {tansu.bootstrap} (memory only)")
+        return asyncio.run(_supervise(settings, env, demo))
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if tansu is not None:
+            tansu.stop()
+        if postgres is not None:
+            postgres.stop()
+        say("stopped")

@@ -1,0 +1,74 @@
+"""The AsyncAPI 3.0 document of the topic catalogue, generated from the message records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from topics import CATALOGUE, INBOUND
+from topics.envelope import Headers, Reply
+
+VERSION = "1.0.0"
+
+
+def _message(model: type[Any]) -> dict[str, Any]:
+    schema = model.model_json_schema()
+    return {
+        "name": model.__name__,
+        "title": model.__name__,
+        "summary": (model.__doc__ or "").strip().splitlines()[0] if model.__doc__ else "",
+        "contentType": "application/json",
+        "payload": schema,
+    }
+
+
+def asyncapi_document() -> dict[str, Any]:
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    inbound = {t.name for t in INBOUND}
+    for topic in CATALOGUE:
+        refs = {}
+        for model in topic.messages:
+            messages[model.__name__] = _message(model)
+            refs[model.__name__] = {"$ref": f"#/components/messages/{model.__name__}"}
+        channels[topic.name] = {
+            "address": topic.name,
+            "description": f"{topic.summary} Partitions: {topic.partitions}. Key: {topic.key}.",
+            "messages": refs,
+        }
+        operations[f"{'send' if topic.name in inbound else 'receive'}:{topic.name}"] = {
+            "action": "send" if topic.name in inbound else "receive",
+            "channel": {"$ref": f"#/channels/{topic.name}"},
+        }
+        if topic.name in inbound:
+            channels[topic.dlq] = {
+                "address": topic.dlq,
+                "description": (
+                    f"Messages rejected from {topic.name}, unchanged, with the reason in the "
+                    f"`{Headers.DLQ_REASON}` header and their origin in `{Headers.DLQ_TOPIC}`, "
+                    f"`{Headers.DLQ_PARTITION}`, `{Headers.DLQ_OFFSET}`."
+                ),
+            }
+    messages["Reply"] = _message(Reply)
+    channels["gateway.replies.{instance}"] = {
+        "address": "gateway.replies.{instance}",
+        "description": (
+            "Replies to requests that carried the headers "
+            f"`{Headers.REPLY_TO}` and `{Headers.CORRELATION_ID}`: Faust's ReqRepResponse "
+            "envelope {key, value, correlation_id} whose value is a Reply."
+        ),
+        "parameters": {"instance": {"description": "the gateway instance"}},
+        "messages": {"Reply": {"$ref": "#/components/messages/Reply"}},
+    }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "shopstream topics",
+            "version": VERSION,
+            "description": "Topic names, keys and message schemas: the API for partner systems.",
+        },
+        "defaultContentType": "application/json",
+        "channels": channels,
+        "operations": operations,
+        "components": {"messages": messages},
+    }
