@@ -30,13 +30,23 @@ async def grpc_context(app: web.Application) -> AsyncIterator[None]:
     await clients.close()
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(
+    settings: Settings, *, bus: BusClient | None = None, grpc: GrpcClients | None = None
+) -> web.Application:
+    """The gateway; `bus` and `grpc` replace the real clients (tests pass fakes)."""
     app = web.Application(
         middlewares=[request_id_middleware, error_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([grpc_context, bus_context])
+    if grpc is None:
+        app.cleanup_ctx.append(grpc_context)
+    else:
+        app[GRPC] = grpc
+    if bus is None:
+        app.cleanup_ctx.append(bus_context)
+    else:
+        app[BUS] = bus
     health.setup_routes(app)
     products.setup_routes(app)
     return app

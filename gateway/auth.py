@@ -5,12 +5,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import jwt
 from aiohttp import web
 
 from agents.common.settings import Settings
+from gateway.identity import Identity
+from gateway.keys import IDENTITY, SETTINGS
 from gateway.problems import Problem
 
 ALGORITHMS = ["HS256"]
@@ -18,12 +19,6 @@ REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "role"]
 ROLES = ("user", "admin")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class Identity:
-    user_id: str
-    role: str
 
 
 def mint_token(settings: Settings, *, sub: str, role: str, ttl_s: int = 3600) -> str:
@@ -71,12 +66,10 @@ def require_role(role: str) -> Callable[[Handler], Handler]:
 
     def wrap(handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
-            from gateway.keys import SETTINGS
-
             identity = identify(request, request.app[SETTINGS])
             if identity.role != role:
                 raise Problem(403, f"this needs the {role} role", code="forbidden")
-            request["identity"] = identity
+            request[IDENTITY] = identity
             return await handler(request)
 
         return guarded

@@ -7,7 +7,11 @@ from aiohttp import web
 from agents.common.settings import Settings
 from gateway.bus import BusClient
 from gateway.grpc_clients import GrpcClients
+from gateway.identity import Identity
 
 SETTINGS = web.AppKey("settings", Settings)
 BUS = web.AppKey("bus", BusClient)
 GRPC = web.AppKey("grpc", GrpcClients)
+
+REQUEST_ID = web.RequestKey("request_id", str)
+IDENTITY = web.RequestKey("identity", Identity)

@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError
 
 from agents.common.logs import request_id_var
 from gateway.bus import BusTimeout
+from gateway.keys import REQUEST_ID
 from gateway.problems import Problem, problem_response
 
 log = logging.getLogger("gateway.access")
@@ -36,7 +37,7 @@ GRPC_STATUS: dict[grpc.StatusCode, tuple[int, str]] = {
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     given = request.headers.get(REQUEST_ID_HEADER, "")
     request_id = given if _VALID_REQUEST_ID.match(given) else uuid.uuid4().hex
-    request["request_id"] = request_id
+    request[REQUEST_ID] = request_id
     token = request_id_var.set(request_id)
     started = time.perf_counter()
     status = 500
@@ -57,7 +58,7 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
 
 
 def _problem_for(request: web.Request, exc: BaseException) -> web.Response:
-    instance, request_id = request.path, request.get("request_id")
+    instance, request_id = request.path, request.get(REQUEST_ID)
     if isinstance(exc, Problem):
         return problem_response(
             exc.status,

@@ -8,9 +8,8 @@ from typing import TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from agents.common.agent import field_errors
 from gateway.problems import Problem
-from topics.envelope import FieldError
+from topics.envelope import FieldError, field_errors
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -8,6 +8,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 log = logging.getLogger(__name__)
 
+TOPIC_ALREADY_EXISTS = 36
+
 
 async def create_topics(
     bootstrap: str, topics: list[tuple[str, int]], *, replication: int = 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 
 class Headers:
@@ -60,3 +60,11 @@ class Reply(BaseModel):
         cls, type_: ErrorType, detail: str, errors: list[FieldError] | None = None
     ) -> Reply:
         return cls(ok=False, error=ErrorBody(type=type_, detail=detail, errors=errors or []))
+
+
+def field_errors(e: ValidationError) -> list[FieldError]:
+    """Each validation error with its dotted path, e.g. `product.price`."""
+    return [
+        FieldError(path=".".join(str(p) for p in err["loc"]) or "$", message=err["msg"])
+        for err in e.errors(include_url=False)
+    ]

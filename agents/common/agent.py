@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from agents.common.logs import request_id_var
 from agents.common.runtime import DomainRuntime
 from topics import Topic
-from topics.envelope import ErrorType, FieldError, Headers, Reply
+from topics.envelope import ErrorType, Headers, Reply, field_errors
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,6 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     asyncpg.DeadlockDetectedError,
 )
 RETRY_FOR_S = 30.0
-
-
-def field_errors(e: ValidationError) -> list[FieldError]:
-    return [
-        FieldError(path=".".join(str(p) for p in err["loc"]) or "$", message=err["msg"])
-        for err in e.errors(include_url=False)
-    ]
 
 
 async def _with_retry(call: Callable[[], Awaitable[Reply]]) -> Reply:

@@ -14,8 +14,15 @@ from agents.common.errors import DomainError
 from topics.envelope import Reply
 
 GET_REPLY = "SELECT reply FROM processed_commands WHERE domain = $1 AND command_id = $2"
-PUT_REPLY = "INSERT INTO processed_commands (domain, command_id, reply) VALUES ($1, $2, $3)"
+PUT_REPLY = """
+INSERT INTO processed_commands (domain, command_id, reply) VALUES ($1, $2, $3)
+ON CONFLICT DO NOTHING RETURNING 1
+"""
 ADD_EVENT = "INSERT INTO outbox (domain, topic, key, payload, headers) VALUES ($1, $2, $3, $4, $5)"
+
+
+class CommandRaced(Exception):
+    """Another worker recorded this command first; this attempt must roll back."""
 
 
 class Ledger(Protocol):
@@ -55,7 +62,11 @@ class PgLedger:
         return None if row is None else Reply.model_validate(row)
 
     async def put(self, command_id: UUID, reply: Reply) -> None:
-        await self._conn.execute(PUT_REPLY, self._domain, command_id, reply.model_dump(mode="json"))
+        # Waits on a concurrent insert of the same command, then inserts nothing.
+        if not await self._conn.fetchval(
+            PUT_REPLY, self._domain, command_id, reply.model_dump(mode="json")
+        ):
+            raise CommandRaced(command_id)
 
 
 class PgOutbox:
@@ -79,15 +90,22 @@ async def handle_once(uow: U, command_id: UUID, apply: Callable[[U], Awaitable[R
 
     A domain error is a reply too: it is recorded, so a redelivery answers the same way.
     `apply` must raise before it writes anything, or write only what goes with success.
+    When two workers race on one command, the loser rolls back and answers the winner's reply.
     """
-    async with uow:
-        earlier = await uow.ledger.get(command_id)
-        if earlier is not None:
-            return earlier
-        try:
-            reply = await apply(uow)
-        except DomainError as e:
-            reply = Reply.failure(e.error_type, str(e))
-        await uow.ledger.put(command_id, reply)
-        await uow.commit()
-    return reply
+    try:
+        async with uow:
+            earlier = await uow.ledger.get(command_id)
+            if earlier is not None:
+                return earlier
+            try:
+                reply = await apply(uow)
+            except DomainError as e:
+                reply = Reply.failure(e.error_type, str(e))
+            await uow.ledger.put(command_id, reply)
+            await uow.commit()
+        return reply
+    except CommandRaced:
+        async with uow:
+            winner = await uow.ledger.get(command_id)
+        assert winner is not None
+        return winner

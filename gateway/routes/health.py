@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from gateway.grpc_clients import DOMAINS
-from gateway.keys import BUS, GRPC
+from gateway.keys import BUS, GRPC, REQUEST_ID
 from gateway.problems import problem_response
 
 
@@ -31,7 +31,7 @@ async def readyz(request: web.Request) -> web.Response:
         503,
         f"not ready: {down}",
         instance=request.path,
-        request_id=request.get("request_id"),
+        request_id=request.get(REQUEST_ID),
         code="unavailable",
         extra={"checks": checks},
     )

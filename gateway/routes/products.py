@@ -10,8 +10,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel
 
-from gateway.auth import Identity, require_role
-from gateway.keys import BUS, GRPC, SETTINGS
+from gateway.auth import require_role
+from gateway.identity import Identity
+from gateway.keys import BUS, GRPC, IDENTITY, REQUEST_ID, SETTINGS
 from gateway.problems import Problem
 from gateway.validation import int_query, read_body
 from protos import products_pb2
@@ -92,7 +93,7 @@ def _path_id(request: web.Request) -> int:
 
 
 def _metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
-    return (("x-request-id", request["request_id"]),)
+    return (("x-request-id", request[REQUEST_ID]),)
 
 
 def _command_id(request: web.Request, identity: Identity) -> uuid.UUID:
@@ -105,9 +106,9 @@ def _command_id(request: web.Request, identity: Identity) -> uuid.UUID:
 
 
 async def _send(request: web.Request, key: str, command: BaseModel) -> dict[str, Any]:
-    identity: Identity = request["identity"]
+    identity: Identity = request[IDENTITY]
     headers = [
-        (Headers.REQUEST_ID, request["request_id"].encode()),
+        (Headers.REQUEST_ID, request[REQUEST_ID].encode()),
         (Headers.USER_ID, identity.user_id.encode()),
         (Headers.ROLES, identity.role.encode()),
     ]
@@ -126,7 +127,7 @@ async def _send(request: web.Request, key: str, command: BaseModel) -> dict[str,
 @require_role("admin")
 async def create_product(request: web.Request) -> web.Response:
     new = await read_body(request, NewProduct)
-    command_id = _command_id(request, request["identity"])
+    command_id = _command_id(request, request[IDENTITY])
     result = await _send(
         request, str(command_id), CreateProduct(command_id=command_id, product=new)
     )
@@ -138,7 +139,7 @@ async def create_product(request: web.Request) -> web.Response:
 
 async def _update(request: web.Request, product_id: int) -> web.Response:
     changes = await read_body(request, ProductChanges)
-    command_id = _command_id(request, request["identity"])
+    command_id = _command_id(request, request[IDENTITY])
     result = await _send(
         request,
         str(product_id),
@@ -148,7 +149,7 @@ async def _update(request: web.Request, product_id: int) -> web.Response:
 
 
 async def _delete(request: web.Request, product_id: int) -> web.Response:
-    command_id = _command_id(request, request["identity"])
+    command_id = _command_id(request, request[IDENTITY])
     await _send(
         request, str(product_id), DeleteProduct(command_id=command_id, product_id=product_id)
     )

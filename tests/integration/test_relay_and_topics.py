@@ -1,0 +1,78 @@
+"""The outbox relay and topic creation against real PostgreSQL and Tansu."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from agents.common.embedded import EmbeddedTansu
+from agents.common.relay import OutboxRelay
+from topics.admin import create_topics
+
+
+async def test_topic_creation_is_idempotent_and_safe_concurrently(kafka: EmbeddedTansu) -> None:
+    name = f"t.{uuid.uuid4().hex[:8]}"
+    results = await asyncio.gather(*(create_topics(kafka.bootstrap, [(name, 3)]) for _ in range(3)))
+    assert [name] in results
+    assert await create_topics(kafka.bootstrap, [(name, 3)]) == []
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        [described] = await admin.describe_topics([name])
+    finally:
+        await admin.close()
+    assert len(described["partitions"]) == 3
+
+
+async def test_relay_publishes_in_order_once_and_marks_rows(
+    pool: asyncpg.Pool, kafka: EmbeddedTansu
+) -> None:
+    domain = f"d{uuid.uuid4().hex[:8]}"
+    topic = f"relay.{domain}"
+    await create_topics(kafka.bootstrap, [(topic, 1)])
+    for i in range(5):
+        await pool.execute(
+            "INSERT INTO outbox (domain, topic, key, payload, headers) VALUES ($1,$2,$3,$4,$5)",
+            domain,
+            topic,
+            "k",
+            {"n": i},
+            {"x-event": "Test"},
+        )
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    await producer.start()
+    try:
+        relay = OutboxRelay(pool, producer, domain, batch=2)
+        sent = [await relay.relay_once() for _ in range(4)]
+    finally:
+        await producer.stop()
+    assert sent == [2, 2, 1, 0]
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE domain = $1 AND published_at IS NULL", domain
+        )
+        == 0
+    )
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap, fetch_max_wait_ms=10)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        got: list[int] = []
+        async with asyncio.timeout(10):
+            while len(got) < 5:
+                for messages in (await consumer.getmany(timeout_ms=200)).values():
+                    for m in messages:
+                        assert m.key == b"k"
+                        assert dict(m.headers)["x-event"] == b"Test"
+                        got.append(json.loads(m.value)["n"])
+    finally:
+        await consumer.stop()
+    assert got == [0, 1, 2, 3, 4]
