@@ -1,0 +1,207 @@
+"""The seed's product calls, verbatim, against the whole platform started by `shopstream run`."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import grpc
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from protos import products_pb2, products_pb2_grpc
+from tests.e2e.platform import SHOPSTREAM, Platform
+from tests.helpers import eventually, random_name
+from topics import PRODUCTS_EVENTS
+
+pytestmark = pytest.mark.e2e
+
+
+def dev_token(platform: Platform, role: str) -> str:
+    out = subprocess.run(
+        [SHOPSTREAM, "dev-token", "--role", role],
+        env=platform.env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def admin(platform: Platform) -> dict[str, str]:
+    return {"Authorization": f"Bearer {dev_token(platform, 'admin')}"}
+
+
+async def problem(resp: aiohttp.ClientResponse, status: int) -> dict[str, Any]:
+    assert resp.status == status, await resp.text()
+    assert resp.content_type == "application/problem+json"
+    body: dict[str, Any] = await resp.json(content_type=None)
+    assert {"type", "title", "status", "detail", "error"} <= body.keys()
+    assert body["status"] == status
+    return body
+
+
+async def test_the_demo_catalogue_is_there(platform: Platform, http: aiohttp.ClientSession) -> None:
+    async with http.get(f"{platform.url}/product/?page=0") as resp:
+        assert resp.status == 200
+        page = await resp.json()
+    assert page["page"] == 0
+    assert page["total"] >= 12
+    assert page["total_page"] == -(-page["total"] // 10)
+    assert len(page["products"]) == 10
+    assert {
+        "id",
+        "name",
+        "description",
+        "price",
+        "stock",
+        "image_url",
+        "created_at",
+        "updated_at",
+    } <= page["products"][0].keys()
+
+
+async def test_seed_product_writes_verbatim(
+    platform: Platform, http: aiohttp.ClientSession, admin: dict[str, str]
+) -> None:
+    url = platform.url
+    name = random_name("Lamp")
+    body = {
+        "name": name,
+        "description": "warm light",
+        "price": 39.99,
+        "stock": 7,
+        "image_url": "https://img.example/lamp.png",
+    }
+    async with http.post(f"{url}/product/", json=body, headers=admin) as resp:
+        assert resp.status == 201, await resp.text()
+        created = await resp.json()
+    assert {k: created[k] for k in body} == body
+    pid = created["id"]
+
+    async with http.get(f"{url}/product/?page=0") as resp:
+        assert (await resp.json())["products"][0]["id"] == pid
+
+    update = {**body, "price": 35.5, "stock": 6}
+    async with http.put(f"{url}/product/?id={pid}", json=update, headers=admin) as resp:
+        assert resp.status == 200, await resp.text()
+        updated = await resp.json()
+    assert (updated["price"], updated["stock"], updated["name"]) == (35.5, 6, name)
+
+    async with http.get(f"{url}/api/v1/products/{pid}") as resp:
+        assert (await resp.json())["price"] == 35.5
+
+    async with http.delete(f"{url}/product/?id={pid}", headers=admin) as resp:
+        assert resp.status == 200
+    async with http.get(f"{url}/api/v1/products/{pid}") as resp:
+        await problem(resp, 404)
+    async with http.delete(f"{url}/product/?id={pid}", headers=admin) as resp:
+        await problem(resp, 404)
+
+
+async def test_writes_are_admin_only(platform: Platform, http: aiohttp.ClientSession) -> None:
+    body = {"name": "x", "price": 1, "stock": 1}
+    async with http.post(f"{platform.url}/product/", json=body) as resp:
+        await problem(resp, 401)
+    user = {"Authorization": f"Bearer {dev_token(platform, 'user')}"}
+    async with http.post(f"{platform.url}/product/", json=body, headers=user) as resp:
+        await problem(resp, 403)
+
+
+async def test_errors_are_problem_json(
+    platform: Platform, http: aiohttp.ClientSession, admin: dict[str, str]
+) -> None:
+    url = platform.url
+    async with http.get(f"{url}/no/such/route") as resp:
+        await problem(resp, 404)
+    async with http.patch(f"{url}/product/") as resp:
+        await problem(resp, 405)
+    async with http.post(f"{url}/product/", json={"price": "cheap"}, headers=admin) as resp:
+        body = await problem(resp, 422)
+    assert {"name", "price", "stock"} <= {e["path"] for e in body["errors"]}
+    big = json.dumps({"name": "x", "price": 1, "stock": 1, "description": "y" * 2_000_000})
+    async with http.post(f"{url}/product/", data=io.BytesIO(big.encode()), headers=admin) as resp:
+        await problem(resp, 413)
+
+
+async def test_a_write_reaches_products_events(
+    platform: Platform, http: aiohttp.ClientSession, admin: dict[str, str]
+) -> None:
+    name = random_name("Evented")
+    body = {"name": name, "price": 2, "stock": 2}
+    async with http.post(f"{platform.url}/product/", json=body, headers=admin) as resp:
+        pid = (await resp.json())["id"]
+    consumer = AIOKafkaConsumer(bootstrap_servers=platform.kafka, fetch_max_wait_ms=10)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(PRODUCTS_EVENTS.name, p) for p in range(PRODUCTS_EVENTS.partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+
+        async def found() -> dict[str, Any] | None:
+            for messages in (await consumer.getmany(timeout_ms=100)).values():
+                for m in messages:
+                    event = json.loads(m.value)
+                    if m.key == str(pid).encode() and event["type"] == "ProductCreated":
+                        return dict(event)
+            return None
+
+        event = await eventually(found, what="ProductCreated")
+    finally:
+        await consumer.stop()
+    assert event["product"]["name"] == name
+
+
+async def test_reads_over_grpc_and_health(platform: Platform, http: aiohttp.ClientSession) -> None:
+    async with grpc.aio.insecure_channel(platform.addr("PRODUCT_SERVICE_ADDR")) as channel:
+        stub = products_pb2_grpc.ProductServiceStub(channel)
+        page = await stub.ListProducts(products_pb2.ListProductsRequest(page=0), timeout=5)
+        got = await stub.GetProduct(
+            products_pb2.GetProductRequest(id=page.products[0].id), timeout=5
+        )
+        assert got.name == page.products[0].name
+    async with http.get(f"{platform.url}/healthz") as resp:
+        assert resp.status == 200
+    async with http.get(f"{platform.url}/readyz") as resp:
+        assert resp.status == 200
+        checks = (await resp.json())["checks"]
+    assert set(checks.values()) == {"ok"}
+    assert set(checks) == {"kafka", "users", "products", "orders", "payments"}
+
+
+async def test_idempotency_key_makes_a_retry_safe(
+    platform: Platform, http: aiohttp.ClientSession, admin: dict[str, str]
+) -> None:
+    name = random_name("Once")
+    body = {"name": name, "price": 3, "stock": 3}
+    headers = {**admin, "Idempotency-Key": uuid.uuid4().hex}
+    ids = set()
+    for _ in range(2):
+        async with http.post(f"{platform.url}/product/", json=body, headers=headers) as resp:
+            ids.add((await resp.json())["id"])
+    assert len(ids) == 1
+
+
+async def test_many_writes_in_flight(
+    platform: Platform, http: aiohttp.ClientSession, admin: dict[str, str]
+) -> None:
+    async def one(i: int) -> int:
+        body = {"name": random_name(f"bulk{i}"), "price": 1, "stock": i}
+        async with http.post(f"{platform.url}/product/", json=body, headers=admin) as resp:
+            return resp.status
+
+    assert set(await asyncio.gather(*(one(i) for i in range(64)))) == {201}
