@@ -78,7 +78,7 @@ class Platform:
                 line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 self.stop()
-                raise AssertionError("not ready in time:\n" + "\n".join(self.lines[-80:])) from None
+                raise AssertionError("not ready in time:\n" + "\n".join(self.lines[-80:])) from None from None
             if line is None:
                 self.proc.wait(10)
                 self._close()
