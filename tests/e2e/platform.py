@@ -78,7 +78,8 @@ class Platform:
                 line = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 self.stop()
-                raise AssertionError("not ready in time:\n" + "\n".join(self.lines[-80:])) from None from None
+                tail = "\n".join(self.lines[-80:])
+                raise AssertionError(f"not ready in time:\n{tail}") from None from None
             if line is None:
                 self.proc.wait(10)
                 self._close()
