@@ -79,7 +79,7 @@ class Platform:
             except queue.Empty:
                 self.stop()
                 tail = "\n".join(self.lines[-80:])
-                raise AssertionError(f"not ready in time:\n{tail}") from None from None
+                raise AssertionError(f"not ready in time:\n{tail}") from None
             if line is None:
                 self.proc.wait(10)
                 self._close()
