@@ -1,0 +1,530 @@
+"""What the benchmarks share: child processes, `shopstream run`, a load generator, the summary."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import math
+import os
+import platform as host
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from agents.common.embedded import PG_DATABASE, free_port
+from agents.common.process import die_with_parent
+from agents.common.settings import Settings
+
+READY_MARK = "ready: gateway on"
+SERVICE_ADDRS = (
+    "USER_SERVICE_ADDR",
+    "PRODUCT_SERVICE_ADDR",
+    "ORDER_SERVICE_ADDR",
+    "PAYMENT_SERVICE_ADDR",
+)
+RESERVED_PORTS = frozenset({8080})
+
+
+def progress(message: str) -> None:
+    """Progress goes to stderr, so that stdout is only the markdown summary."""
+    print(f"bench | {message}", file=sys.stderr, flush=True)
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not run (the platform did not start, a request failed...)."""
+
+
+# --- ports, state, commands -------------------------------------------------------------------
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free ports on 127.0.0.1, never 8080."""
+    ports: list[int] = []
+    while len(ports) < n:
+        port = free_port()
+        if port not in ports and port not in RESERVED_PORTS:
+            ports.append(port)
+    return ports
+
+
+@contextlib.contextmanager
+def temp_state_dir() -> Iterator[Path]:
+    """A fresh SHOPSTREAM_STATE_DIR, removed afterwards.
+
+    Enterable by all, since PostgreSQL runs as `nobody` when we are root.
+    """
+    path = Path(tempfile.mkdtemp(prefix="shopstream-bench-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def shopstream_command() -> list[str]:
+    """The `shopstream` console script of this interpreter's environment."""
+    script = Path(sys.executable).parent / "shopstream"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("shopstream")
+    return [found] if found else [sys.executable, "-m", "agents.cli"]
+
+
+def platform_env(state_dir: Path) -> dict[str, str]:
+    """The environment of `shopstream run`: every port random, embedded Postgres and Tansu."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BROKER")}
+    gateway, *services = free_ports(1 + len(SERVICE_ADDRS))
+    env.update({name: f"127.0.0.1:{port}" for name, port in zip(SERVICE_ADDRS, services, strict=True)})
+    env["GATEWAY_PORT"] = str(gateway)
+    env["LISTEN_HOST"] = "127.0.0.1"
+    env["SHOPSTREAM_STATE_DIR"] = str(state_dir)
+    return env
+
+
+def leftovers(marker: str) -> list[str]:
+    """Processes other than this one whose command line or environment names `marker`."""
+    found: list[str] = []
+    wanted = marker.encode()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        if int(pid) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                environ = f.read()
+        except OSError:
+            continue
+        if wanted in cmdline or wanted in environ:
+            args = cmdline.replace(b"\0", b" ").decode(errors="replace")
+            found.append(f"{pid}: {args}")
+    return found
+
+
+# --- child processes --------------------------------------------------------------------------
+
+
+class Child:
+    """A child process whose output is read line by line (the last lines are kept).
+
+    It gets a session of its own (a Ctrl-C at the terminal reaches only us; we pass it on) and
+    dies with us if we are killed (PR_SET_PDEATHSIG).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        env: dict[str, str],
+        on_line: Callable[[str, float], None] | None = None,
+    ) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.env = env
+        self.on_line = on_line
+        self.lines: deque[str] = deque(maxlen=300)
+        self.proc: asyncio.subprocess.Process | None = None
+        self.started_at = 0.0
+        self.stop_s: float | None = None
+        self._pump: asyncio.Task[None] | None = None
+
+    async def spawn(self) -> None:
+        self.started_at = time.perf_counter()
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        assert self.proc.stdout is not None
+        self._pump = asyncio.create_task(self._read(self.proc.stdout), name=f"{self.name}-out")
+
+    async def _read(self, stream: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                raw = await stream.readline()
+            except ValueError:  # a line longer than the reader's limit
+                raw = await stream.read(1 << 16)
+            if not raw:
+                return
+            now = time.perf_counter()
+            line = raw.decode(errors="replace").rstrip()
+            self.lines.append(line)
+            if self.on_line is not None:
+                self.on_line(line, now)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.returncode
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join(list(self.lines)[-n:])
+
+    async def stop(self, sig: int = signal.SIGINT, timeout: float = 60.0) -> float:
+        """Send `sig`, wait for the exit (kill after `timeout`); the seconds it took to exit."""
+        if self.proc is None:
+            return 0.0
+        if self.proc.returncode is None:
+            started = time.perf_counter()
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout)
+            except TimeoutError:
+                progress(f"{self.name} did not exit {timeout:.0f} s after {sig!r}: killed")
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+                await self.proc.wait()
+            self.stop_s = time.perf_counter() - started
+        if self._pump is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._pump, 10)
+            self._pump = None
+        return self.stop_s or 0.0
+
+
+# --- the platform -----------------------------------------------------------------------------
+
+MILESTONES = (
+    ("postgres", re.compile(r"^shopstream \| postgres ready on 127\.0\.0\.1:(\d+)")),
+    ("tansu", re.compile(r"^shopstream \| tansu broker ready on (\S+)")),
+    ("topics", re.compile(r"^shopstream \| topics ready")),
+    ("migrations", re.compile(r"^shopstream \| migrations applied")),
+    ("workers", re.compile(r"^shopstream \| (?:users|products|orders|payments) ready in")),
+    ("gateway", re.compile(r"^shopstream \| gateway ready in")),
+    ("ready", re.compile(r"^shopstream \| " + re.escape(READY_MARK))),
+)
+
+
+class Platform:
+    """`shopstream run` as a child process, with random ports and the given state directory.
+
+    `async with Platform(dir) as p:` starts it and stops it with SIGINT (Ctrl-C), whatever
+    happens in between.
+    """
+
+    def __init__(self, state_dir: Path, *, start_timeout: float = 180.0) -> None:
+        self.state_dir = state_dir
+        self.env = platform_env(state_dir)
+        self.start_timeout = start_timeout
+        self.gateway_url = f"http://127.0.0.1:{self.env['GATEWAY_PORT']}"
+        self.postgres_port: int | None = None
+        self.kafka: str | None = None
+        # Seconds after spawn at which each milestone line was read (the last one for workers).
+        self.milestones: dict[str, float] = {}
+        self._ready = asyncio.Event()
+        self.child = Child("shopstream run", [*shopstream_command(), "run"], self.env, self._line)
+
+    @property
+    def dsn(self) -> str:
+        if self.postgres_port is None:
+            raise BenchError("the postgres port was not seen in the output of shopstream run")
+        return f"postgresql://postgres@127.0.0.1:{self.postgres_port}/{PG_DATABASE}"
+
+    def _line(self, line: str, at: float) -> None:
+        for name, pattern in MILESTONES:
+            m = pattern.search(line)
+            if m is None:
+                continue
+            self.milestones[name] = at - self.child.started_at
+            if name == "postgres":
+                self.postgres_port = int(m.group(1))
+            elif name == "tansu":
+                self.kafka = m.group(1)
+            elif name == "ready":
+                self._ready.set()
+
+    async def start(self) -> float:
+        """Start it; the seconds from spawn to the line with `ready: gateway on`."""
+        await self.child.spawn()
+        assert self.child.proc is not None
+        ready = asyncio.create_task(self._ready.wait())
+        exited = asyncio.create_task(self.child.proc.wait())
+        try:
+            await asyncio.wait(
+                {ready, exited}, timeout=self.start_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for t in (ready, exited):
+                t.cancel()
+            await asyncio.gather(ready, exited, return_exceptions=True)
+        if not self._ready.is_set():
+            why = "exited" if not self.child.running else f"not ready in {self.start_timeout:.0f} s"
+            raise BenchError(f"shopstream run {why}; its last lines:\n{self.child.tail()}")
+        return self.milestones["ready"]
+
+    async def stop(self) -> float:
+        """Ctrl-C, as a user would; the seconds until it exited."""
+        return await self.child.stop(signal.SIGINT, timeout=60.0)
+
+    async def __aenter__(self) -> Platform:
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+        if self.child.returncode not in (0, None):
+            progress(f"shopstream run exited with {self.child.returncode}:\n{self.child.tail(30)}")
+
+
+async def admin_token(env: dict[str, str]) -> str:
+    """`shopstream dev-token --role admin`: the token is its last line."""
+    proc = await asyncio.create_subprocess_exec(
+        *shopstream_command(),
+        "dev-token",
+        "--role",
+        "admin",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    out, err = await proc.communicate()
+    lines = out.decode().strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise BenchError(f"shopstream dev-token failed: {err.decode().strip()}")
+    return lines[-1].strip()
+
+
+# --- load -------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank percentile `q` (0-100) of `values`."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+@dataclass
+class Sample:
+    """The outcome of one load run: the latency of each successful call, and the failures."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_error: str | None = None
+    elapsed: float = 0.0
+
+    @property
+    def count(self) -> int:
+        return len(self.latencies)
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.elapsed if self.elapsed > 0 else math.nan
+
+    def ms(self, q: float) -> float:
+        return percentile(self.latencies, q) * 1000
+
+    def describe(self) -> str:
+        text = (
+            f"n={self.count} p50={self.ms(50):.2f} ms p99={self.ms(99):.2f} ms "
+            f"{self.rate:.0f} req/s errors={self.errors}"
+        )
+        return text + (f" (first: {self.first_error})" if self.first_error else "")
+
+
+async def closed_loop(
+    call: Callable[[int], Awaitable[None]],
+    *,
+    concurrency: int,
+    requests: int | None = None,
+    duration: float | None = None,
+) -> Sample:
+    """`concurrency` workers, each calling `call(i)` again as soon as the last call returned,
+    until `requests` calls were made or `duration` seconds passed. A call that raises is an
+    error (its latency is not counted)."""
+    if requests is None and duration is None:
+        raise ValueError("give requests or duration")
+    sample = Sample()
+    counter = itertools.count()
+    started = time.perf_counter()
+    deadline = started + duration if duration is not None else math.inf
+
+    async def worker() -> None:
+        while True:
+            i = next(counter)
+            if requests is not None and i >= requests:
+                return
+            t0 = time.perf_counter()
+            if t0 >= deadline:
+                return
+            try:
+                await call(i)
+            except Exception as e:
+                sample.errors += 1
+                if sample.first_error is None:
+                    sample.first_error = f"{type(e).__name__}: {e}"[:300]
+            else:
+                sample.latencies.append(time.perf_counter() - t0)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    sample.elapsed = time.perf_counter() - started
+    return sample
+
+
+# --- the summary ------------------------------------------------------------------------------
+
+
+@dataclass
+class Table:
+    headers: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        lines = [
+            "| " + " | ".join(self.headers) + " |",
+            "|" + "|".join("---" for _ in self.headers) + "|",
+        ]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+
+@dataclass
+class Section:
+    """What one benchmark reports."""
+
+    title: str
+    command: str
+    tables: list[Table] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    failed: bool = False
+
+    def markdown(self) -> str:
+        parts = [f"### {self.title}", "", f"Command: `{self.command}`", ""]
+        for table in self.tables:
+            parts += [table.markdown(), ""]
+        parts += [f"- {note}" for note in self.notes]
+        return "\n".join(parts).rstrip() + "\n"
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return host.processor() or "unknown CPU"
+
+
+def _git_revision() -> str:
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{rev} (with uncommitted changes)" if dirty else rev
+
+
+def _loadavg() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+@dataclass
+class Machine:
+    started: datetime
+    load_before: str
+    load_after: str = ""
+
+    def markdown(self) -> str:
+        tuning = Settings.from_env().kafka
+        return "\n".join(
+            [
+                "| Run facts | |",
+                "|---|---|",
+                f"| Date (UTC) | {self.started:%Y-%m-%d %H:%M} |",
+                f"| Machine | {os.cpu_count()} cores, {_cpu_model()}, {host.system()} "
+                f"{host.release()} |",
+                f"| Load average (1/5/15 min) before / after | {self.load_before} "
+                f"→ {self.load_after} |",
+                f"| Python | {host.python_version()} |",
+                f"| Commit | {_git_revision()} |",
+                f"| Kafka tuning | fetch max wait {tuning.fetch_max_wait_ms} ms, session timeout "
+                f"{tuning.session_timeout_ms / 1000:g} s, heartbeat "
+                f"{tuning.heartbeat_interval_ms / 1000:g} s, rebalance timeout "
+                f"{tuning.rebalance_timeout_ms / 1000:g} s |",
+            ]
+        )
+
+
+Measure = Callable[[], Awaitable[Section]]
+
+
+async def _run_all(measures: Sequence[tuple[str, str, Measure]]) -> list[Section]:
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    sections: list[Section] = []
+    for title, command, measure in measures:
+        progress(f"--- {title}")
+        try:
+            section = await measure()
+        except Exception as e:
+            progress(f"{title} failed: {type(e).__name__}: {e}")
+            section = Section(title, command, notes=[f"FAILED: {type(e).__name__}: {e}"])
+            section.failed = True
+        print(section.markdown(), file=sys.stderr, flush=True)
+        sections.append(section)
+    return sections
+
+
+def main(measures: Sequence[tuple[str, str, Measure]]) -> int:
+    """Run the benchmarks in order and print the markdown summary; 1 if one failed."""
+    machine = Machine(started=datetime.now(UTC), load_before=_loadavg())
+    try:
+        sections = asyncio.run(_run_all(measures))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        progress("interrupted: everything started was stopped")
+        return 130
+    machine.load_after = _loadavg()
+    print("## Benchmark run\n")
+    print(machine.markdown() + "\n")
+    for section in sections:
+        print(section.markdown())
+    return 1 if any(s.failed for s in sections) else 0

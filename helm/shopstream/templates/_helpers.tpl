@@ -1,0 +1,172 @@
+{{/* The chart name, overridable. */}}
+{{- define "shopstream.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* <release>-<chart> (just the release when it already holds the chart name); max 40 characters
+so that "-<component>" suffixes stay within 63. */}}
+{{- define "shopstream.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 40 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "shopstream.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The domain workers, in a fixed order. */}}
+{{- define "shopstream.domains" -}}
+users products orders payments
+{{- end }}
+
+{{/* The environment variable that holds a domain's gRPC address: users -> USER_SERVICE_ADDR. */}}
+{{- define "shopstream.addrVar" -}}
+{{- printf "%s_SERVICE_ADDR" (trimSuffix "s" . | upper) }}
+{{- end }}
+
+{{/* Labels. Call with (dict "root" $ "component" "gateway"). */}}
+{{- define "shopstream.labels" -}}
+helm.sh/chart: {{ include "shopstream.chart" .root }}
+{{ include "shopstream.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+app.kubernetes.io/part-of: shopstream
+{{- end }}
+
+{{- define "shopstream.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "shopstream.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* The image, with a tag that is never empty nor "latest". */}}
+{{- define "shopstream.image" -}}
+{{- $tag := toString (default .Chart.AppVersion .Values.image.tag) }}
+{{- if eq $tag "latest" }}
+{{- fail "image.tag must not be \"latest\": pin a version" }}
+{{- end }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+
+{{/* Kafka bootstrap brokers as one comma-separated string. */}}
+{{- define "shopstream.kafkaBrokers" -}}
+{{- $b := .Values.kafka.brokers }}
+{{- if kindIs "slice" $b }}{{ join "," $b }}{{ else }}{{ $b }}{{ end }}
+{{- end }}
+
+{{/* The Secret holding JWT_SECRET and DATABASE_URL. Fails early when neither the values nor an
+existing Secret provide them. */}}
+{{- define "shopstream.secretName" -}}
+{{- if .Values.secrets.existingSecret }}
+{{- .Values.secrets.existingSecret }}
+{{- else }}
+{{- printf "%s-secrets" (include "shopstream.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "shopstream.checkSecrets" -}}
+{{- if not .Values.secrets.existingSecret }}
+{{- $jwt := required "set secrets.jwtSecret (at least 32 characters) or secrets.existingSecret" .Values.secrets.jwtSecret }}
+{{- if lt (len $jwt) 32 }}
+{{- fail "secrets.jwtSecret must be at least 32 characters" }}
+{{- end }}
+{{- $_ := required "set secrets.databaseUrl (postgresql://user:password@host:5432/db) or secrets.existingSecret" .Values.secrets.databaseUrl }}
+{{- end }}
+{{- end }}
+
+{{/* The non-secret environment, as a YAML map; the ConfigMap and the hook Job both use it. */}}
+{{- define "shopstream.configData" -}}
+{{- $root := . -}}
+KAFKA_BROKER: {{ include "shopstream.kafkaBrokers" . | quote }}
+KAFKA_FETCH_MAX_WAIT_MS: {{ .Values.kafka.fetchMaxWaitMs | toString | quote }}
+LISTEN_HOST: {{ .Values.config.listenHost | quote }}
+GATEWAY_PORT: {{ .Values.gateway.port | toString | quote }}
+{{- range $domain := splitList " " (include "shopstream.domains" .) }}
+{{ include "shopstream.addrVar" $domain }}: {{ printf "%s-%s:%v" (include "shopstream.fullname" $root) $domain (index $root.Values $domain).port | quote }}
+{{- end }}
+JWT_ISSUER: {{ .Values.config.jwtIssuer | quote }}
+JWT_AUDIENCE: {{ .Values.config.jwtAudience | quote }}
+LOG_LEVEL: {{ .Values.config.logLevel | quote }}
+LOG_FORMAT: {{ .Values.config.logFormat | quote }}
+SHOPSTREAM_STATE_DIR: {{ .Values.config.stateDir | quote }}
+REQUEST_TIMEOUT_S: {{ .Values.config.requestTimeoutS | toString | quote }}
+PYTHONUNBUFFERED: "1"
+PYTHONDONTWRITEBYTECODE: "1"
+HOME: "/tmp"
+{{- end }}
+
+{{/* JWT_SECRET and DATABASE_URL from the Secret. */}}
+{{- define "shopstream.secretEnv" -}}
+- name: JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "shopstream.secretName" . }}
+      key: {{ .Values.secrets.keys.jwtSecret }}
+- name: DATABASE_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "shopstream.secretName" . }}
+      key: {{ .Values.secrets.keys.databaseUrl }}
+{{- end }}
+
+{{/* Pod-level settings shared by every pod. Call with (dict "root" $ "c" <component values>). */}}
+{{- define "shopstream.podCommon" -}}
+{{- $root := .root -}}
+automountServiceAccountToken: false
+enableServiceLinks: false
+terminationGracePeriodSeconds: {{ $root.Values.terminationGracePeriodSeconds }}
+{{- with $root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml $root.Values.podSecurityContext | nindent 2 }}
+{{- with .c.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .c.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+volumes:
+  - name: tmp
+    emptyDir:
+      sizeLimit: {{ $root.Values.scratch.tmpSizeLimit }}
+  - name: state
+    emptyDir:
+      sizeLimit: {{ $root.Values.scratch.stateSizeLimit }}
+{{- end }}
+
+{{/* Container-level settings shared by every container. */}}
+{{- define "shopstream.containerCommon" -}}
+image: {{ include "shopstream.image" . }}
+imagePullPolicy: {{ .Values.image.pullPolicy }}
+securityContext:
+  {{- toYaml .Values.securityContext | nindent 2 }}
+volumeMounts:
+  - name: tmp
+    mountPath: /tmp
+  - name: state
+    mountPath: {{ .Values.config.stateDir }}
+{{- end }}
+
+{{/* Rolls the pods when the configuration or the chart's Secret changes. */}}
+{{- define "shopstream.checksums" -}}
+checksum/config: {{ include "shopstream.configData" . | sha256sum }}
+{{- if not .Values.secrets.existingSecret }}
+checksum/secrets: {{ printf "%s|%s" .Values.secrets.jwtSecret .Values.secrets.databaseUrl | sha256sum }}
+{{- end }}
+{{- end }}
