@@ -85,7 +85,9 @@ def platform_env(state_dir: Path) -> dict[str, str]:
     """The environment of `shopstream run`: every port random, embedded Postgres and Tansu."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BROKER")}
     gateway, *services = free_ports(1 + len(SERVICE_ADDRS))
-    env.update({name: f"127.0.0.1:{port}" for name, port in zip(SERVICE_ADDRS, services, strict=True)})
+    env.update(
+        {name: f"127.0.0.1:{port}" for name, port in zip(SERVICE_ADDRS, services, strict=True)}
+    )
     env["GATEWAY_PORT"] = str(gateway)
     env["LISTEN_HOST"] = "127.0.0.1"
     env["SHOPSTREAM_STATE_DIR"] = str(state_dir)

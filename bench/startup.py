@@ -83,7 +83,9 @@ async def measure(*, warm_runs: int = 3) -> Section:
             fmt(max(warm_stop)),
         ]
     )
-    summary.rows.append(["cold start (first run: initdb)", fmt(cold[0]), fmt(cold[0]), fmt(cold[0])])
+    summary.rows.append(
+        ["cold start (first run: initdb)", fmt(cold[0]), fmt(cold[0]), fmt(cold[0])]
+    )
     notes = [
         "The `…` columns are when `shopstream run` printed each step, in seconds after spawn "
         "(workers: the last of the four domains).",

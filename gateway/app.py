@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from agents.common.settings import Settings
+from gateway import openapi
 from gateway.bus import BusClient
 from gateway.grpc_clients import GrpcClients
 from gateway.keys import BUS, GRPC, SETTINGS
@@ -49,4 +50,5 @@ def create_app(
         app[BUS] = bus
     health.setup_routes(app)
     products.setup_routes(app)
+    openapi.setup_routes(app)
     return app

@@ -340,3 +340,16 @@ async def test_health_and_request_ids(client: TestClient[Any, Any]) -> None:
     resp = await client.get("/readyz", headers={"X-Request-ID": "bad id with spaces"})
     assert resp.status == 200
     assert resp.headers["X-Request-ID"] != "bad id with spaces"
+
+
+async def test_openapi_document_matches_the_routes(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/openapi.json")
+    assert resp.status == 200
+    doc = await resp.json()
+    served = {
+        (route.resource.canonical, route.method.lower())
+        for route in client.app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    }
+    documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
+    assert served == documented
