@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from agents.common.settings import Settings
 from topics import reply_topic
@@ -71,8 +72,16 @@ class BusClient:
 
     async def _read_replies(self) -> None:
         assert self._consumer is not None
+        backoff = 0.1
         while True:
-            batches = await self._consumer.getmany(timeout_ms=1000)
+            try:
+                batches = await self._consumer.getmany(timeout_ms=1000)
+            except KafkaError as e:
+                log.warning("reading replies failed, retrying in %.1f s: %s", backoff, e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.1
             for messages in batches.values():
                 for message in messages:
                     self._resolve(message.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -10,6 +11,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 import faust
+from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from agents.common.logs import request_id_var
@@ -49,6 +51,7 @@ async def _with_retry(call: Callable[[], Awaitable[Reply]]) -> Reply:
 
 
 async def dead_letter(runtime: DomainRuntime, topic: Topic, event: Any, reason: str) -> None:
+    """Keep the message, unchanged, on `<topic>.dlq`; retry while Kafka does not take it."""
     message = event.message
     headers = [(k, v) for k, v in (event.headers or {}).items() if isinstance(v, bytes)]
     headers += [
@@ -57,9 +60,27 @@ async def dead_letter(runtime: DomainRuntime, topic: Topic, event: Any, reason: 
         (Headers.DLQ_PARTITION, str(message.partition).encode()),
         (Headers.DLQ_OFFSET, str(message.offset).encode()),
     ]
-    await runtime.producer.send_and_wait(
-        topic.dlq, key=event.key, value=event.value, headers=headers
-    )
+    deadline = time.monotonic() + RETRY_FOR_S
+    delay = 0.05
+    while True:
+        try:
+            await runtime.producer.send_and_wait(
+                topic.dlq, key=event.key, value=event.value, headers=headers
+            )
+            break
+        except KafkaError:
+            if time.monotonic() > deadline:
+                log.critical(
+                    "cannot dead-letter %s[%d]@%d (%s); the message, base64: %s",
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    reason,
+                    base64.b64encode(event.value or b"").decode(),
+                )
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
     log.warning(
         "dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, reason
     )

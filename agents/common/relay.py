@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -19,6 +20,11 @@ SELECT id, topic, key, payload, headers FROM outbox
 WHERE domain = $1 AND published_at IS NULL ORDER BY id LIMIT $2
 """
 MARK_PUBLISHED = "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])"
+PRUNE = """
+DELETE FROM outbox WHERE domain = $1 AND published_at < now() - make_interval(secs => $2)
+"""
+KEEP_PUBLISHED_S = 7 * 24 * 3600
+PRUNE_EVERY_S = 600.0
 
 
 class OutboxRelay:
@@ -62,11 +68,20 @@ class OutboxRelay:
             await conn.execute(MARK_PUBLISHED, [r["id"] for r in rows])
         return len(rows)
 
+    async def prune(self) -> int:
+        """Forget events published more than a week ago."""
+        status: str = await self._pool.execute(PRUNE, self._domain, float(KEEP_PUBLISHED_S))
+        return int(status.split()[-1])
+
     async def run(self) -> None:
         backoff = 0.1
+        next_prune = 0.0
         while True:
             self._wake.clear()
             try:
+                if time.monotonic() >= next_prune:
+                    await self.prune()
+                    next_prune = time.monotonic() + PRUNE_EVERY_S
                 sent = await self.relay_once()
                 backoff = 0.1
             except Exception as e:

@@ -76,3 +76,25 @@ async def test_relay_publishes_in_order_once_and_marks_rows(
     finally:
         await consumer.stop()
     assert got == [0, 1, 2, 3, 4]
+
+
+async def test_prune_forgets_only_old_published_events(pool: asyncpg.Pool) -> None:
+    domain = f"d{uuid.uuid4().hex[:8]}"
+    insert = """
+        INSERT INTO outbox (domain, topic, key, payload, published_at)
+        VALUES ($1, 't', 'k', '{}', $2::timestamptz)
+    """
+    await pool.execute(insert, domain, None)
+    await pool.execute(
+        """INSERT INTO outbox (domain, topic, key, payload, published_at)
+                          VALUES ($1, 't', 'k', '{}', now())""",
+        domain,
+    )
+    await pool.execute(
+        """INSERT INTO outbox (domain, topic, key, payload, published_at)
+                          VALUES ($1, 't', 'k', '{}', now() - interval '8 days')""",
+        domain,
+    )
+    relay = OutboxRelay(pool, None, domain)
+    assert await relay.prune() == 1
+    assert await pool.fetchval("SELECT count(*) FROM outbox WHERE domain = $1", domain) == 2
