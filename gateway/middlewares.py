@@ -20,6 +20,7 @@ from gateway.problems import Problem, problem_response
 log = logging.getLogger("gateway.access")
 
 REQUEST_ID_HEADER = "X-Request-ID"
+QUIET_PATHS = frozenset({"/healthz", "/readyz"})
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 GRPC_STATUS: dict[grpc.StatusCode, tuple[int, str]] = {
@@ -47,7 +48,8 @@ async def request_id_middleware(request: web.Request, handler: Handler) -> web.S
         response.headers[REQUEST_ID_HEADER] = request_id
         return response
     finally:
-        log.info(
+        log.log(
+            logging.DEBUG if request.path in QUIET_PATHS else logging.INFO,
             "%s %s %d",
             request.method,
             request.path,

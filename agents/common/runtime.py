@@ -27,6 +27,7 @@ POSTGRES_CHECK_EVERY_S = 2.0
 class DomainApp(faust.App):
     """A Faust app that carries the consumer tuning our transport reads."""
 
+    logger = logging.getLogger("faust.app")
     kafka_tuning: KafkaTuning
 
 
@@ -77,6 +78,8 @@ class DomainRuntime(Service):
 
     Started before the Faust app (as a dependency of the worker), stopped after it.
     """
+
+    logger = logging.getLogger("mode.runtime")
 
     def __init__(
         self,
@@ -176,6 +179,8 @@ def run_worker(app: faust.App, runtime: DomainRuntime, settings: Settings) -> No
     """Run the Faust worker with the runtime started first; returns on SIGTERM/SIGINT."""
     from agents.common.logs import formatter_for
 
+    # Faust and mode narrate every service start and stop at INFO; keep them to warnings.
+    quiet = "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
     worker = faust.Worker(
         app,
         runtime,
@@ -188,7 +193,7 @@ def run_worker(app: faust.App, runtime: DomainRuntime, settings: Settings) -> No
             },
             "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default"}},
             "root": {"handlers": ["default"], "level": settings.log_level},
-            "loggers": {"aiokafka": {"level": "WARNING"}},
+            "loggers": {name: {"level": quiet} for name in ("aiokafka", "faust", "mode")},
         },
     )
     worker.execute_from_commandline()

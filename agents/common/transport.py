@@ -6,6 +6,7 @@ It leans on Faust and aiokafka internals: both are pinned, and tests/integration
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -14,6 +15,8 @@ from agents.common.settings import KafkaTuning
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    logger = logging.getLogger("faust.transport")
+
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
         tuning: KafkaTuning = getattr(self.app, "kafka_tuning", KafkaTuning())
@@ -23,6 +26,8 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class Consumer(faust_aiokafka.Consumer):
+    logger = logging.getLogger("faust.transport")
+
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
