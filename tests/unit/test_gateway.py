@@ -353,3 +353,15 @@ async def test_openapi_document_matches_the_routes(client: TestClient[Any, Any])
     }
     documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
     assert served == documented
+
+
+async def test_an_unexpected_failure_is_a_500_problem_without_internals(bus: FakeBus) -> None:
+    class Broken(FakeGrpc):
+        @property
+        def products(self) -> Any:
+            raise RuntimeError("secret internals")
+
+    app = create_app(SETTINGS, bus=bus, grpc=Broken(SETTINGS.grpc))
+    async with TestClient(TestServer(app)) as c:
+        body = await problem(await c.get("/product/?page=0"), 500)
+    assert "secret" not in json.dumps(body)
