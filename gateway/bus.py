@@ -17,7 +17,7 @@ from aiokafka.errors import KafkaError
 
 from agents.common.settings import Settings
 from topics import reply_topic
-from topics.admin import create_topics
+from topics.admin import create_topics, delete_topic
 from topics.envelope import Headers, Reply
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,10 @@ class BusClient:
 
     async def start(self) -> None:
         bootstrap = self._settings.require_kafka()
-        await create_topics(bootstrap, [(self.reply_topic, 1)])
+        # Replies are worth seconds: keep an hour at most.
+        await create_topics(
+            bootstrap, [(self.reply_topic, 1)], config={"retention.ms": str(3600 * 1000)}
+        )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=None,
@@ -65,6 +68,10 @@ class BusClient:
             await self._producer.stop()
         if self._consumer is not None:
             await self._consumer.stop()
+        try:
+            await delete_topic(self._settings.require_kafka(), self.reply_topic)
+        except (KafkaError, OSError) as e:
+            log.warning("could not delete reply topic %s: %s", self.reply_topic, e)
 
     @property
     def ready(self) -> bool:

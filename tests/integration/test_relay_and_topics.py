@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from dataclasses import replace
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -12,6 +13,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.common.embedded import EmbeddedTansu
 from agents.common.relay import OutboxRelay
+from agents.common.settings import Settings
+from gateway.bus import BusClient
 from topics.admin import create_topics
 
 
@@ -98,3 +101,20 @@ async def test_prune_forgets_only_old_published_events(pool: asyncpg.Pool) -> No
     relay = OutboxRelay(pool, None, domain)
     assert await relay.prune() == 1
     assert await pool.fetchval("SELECT count(*) FROM outbox WHERE domain = $1", domain) == 2
+
+
+async def test_a_gateway_reply_topic_lives_as_long_as_its_gateway(kafka: EmbeddedTansu) -> None:
+    settings = replace(
+        Settings.from_env({"KAFKA_BROKER": kafka.bootstrap, "JWT_SECRET": "j" * 32}),
+        gateway_instance=uuid.uuid4().hex[:8],
+    )
+    bus = BusClient(settings)
+    await bus.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap)
+    await admin.start()
+    try:
+        assert bus.reply_topic in await admin.list_topics()
+        await bus.stop()
+        assert bus.reply_topic not in await admin.list_topics()
+    finally:
+        await admin.close()
