@@ -1,15 +1,32 @@
-"""The `shopstream` command: run the platform, migrate, create topics, mint a dev token."""
+"""The `shopstream` command: run the platform, migrate, create topics and admins, mint tokens."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import sys
+from dataclasses import replace
 
 from agents.common.logs import setup_logging
 from agents.common.settings import Settings, SettingsError
+
+
+def _with_running_platform(settings: Settings) -> Settings:
+    """Fill DATABASE_URL and KAFKA_BROKER from a `shopstream run` of this directory, if unset."""
+    from agents.supervisor import run_file
+
+    path = run_file(settings)
+    if (settings.database_url and settings.kafka_broker) or not path.exists():
+        return settings
+    running = json.loads(path.read_text())
+    return replace(
+        settings,
+        database_url=settings.database_url or running["database_url"],
+        kafka_broker=settings.kafka_broker or running["kafka_broker"],
+    )
 
 
 def _run(settings: Settings, args: argparse.Namespace) -> int:
@@ -53,6 +70,41 @@ def _dev_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
+    from agents.common.db import create_pool
+    from agents.users.passwords import Passwords
+    from agents.users.service import IdentityService
+
+    password = None
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("password (empty keeps an existing account's): ") or None
+    if password is not None and not 6 <= len(password) <= 100:
+        print("shopstream: the password must have 6 to 100 characters", file=sys.stderr)
+        return 2
+
+    async def create() -> tuple[int, bool]:
+        pool = await create_pool(settings.require_database(), max_size=1)
+        try:
+            service = IdentityService(pool, settings, Passwords(settings.auth))
+            full_name = args.full_name or args.email.split("@")[0]
+            user, created = await service.create_admin(args.email, password, full_name)
+            return user.id, created
+        finally:
+            await pool.close()
+
+    from agents.users.errors import InvalidCredentials
+
+    try:
+        user_id, created = asyncio.run(create())
+    except InvalidCredentials:
+        print("shopstream: no such account; give a password to create it", file=sys.stderr)
+        return 2
+    print(f"{'created' if created else 'promoted'} admin {args.email} (user {user_id})")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shopstream", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -71,6 +123,18 @@ def parser() -> argparse.ArgumentParser:
     topics.add_parser("asyncapi", help="print the AsyncAPI document").set_defaults(
         func=_topics_asyncapi
     )
+    users = sub.add_parser("users", help="accounts").add_subparsers(
+        dest="users_command", required=True
+    )
+    admin = users.add_parser("create-admin", help="create an admin account or promote one")
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--full-name", default="")
+    admin.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from standard input (else prompt on a terminal)",
+    )
+    admin.set_defaults(func=_create_admin)
     token = sub.add_parser("dev-token", help="print a signed access token (last line)")
     token.add_argument("--role", choices=["user", "admin"], default="admin")
     token.add_argument("--sub", default="dev-admin", help="the token's subject (user id)")
@@ -88,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command != "run":
         setup_logging("shopstream", settings.log_level, "text")
+        settings = _with_running_platform(settings)
     try:
         code: int = args.func(settings, args)
     except SettingsError as e:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import os
 import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -30,6 +32,11 @@ DOMAINS = ("users", "products", "orders", "payments")
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
 COLOURS = {"users": 35, "products": 36, "orders": 33, "payments": 32, "gateway": 34}
+
+
+def run_file(settings: Settings) -> Path:
+    """Where a running `shopstream run` says how to reach its PostgreSQL and broker."""
+    return settings.state_dir / "run.json"
 
 
 def say(line: str) -> None:
@@ -160,8 +167,19 @@ async def _supervise(settings: Settings, env: dict[str, str], demo: bool) -> int
         done, _ = await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
         if ready in done:
             ready.result()
+            run_file(settings).write_text(
+                json.dumps(
+                    {
+                        "database_url": env["DATABASE_URL"],
+                        "kafka_broker": env["KAFKA_BROKER"],
+                        "gateway_url": gateway_url,
+                        "pid": os.getpid(),
+                    }
+                )
+            )
             say(f"ready: gateway on {gateway_url}  (Ctrl-C stops everything)")
-            say("an admin token for catalogue writes: shopstream dev-token --role admin")
+            say("an admin account: .venv/bin/shopstream users create-admin --email you@example.com")
+            say("or an admin token for local use: .venv/bin/shopstream dev-token --role admin")
             exits = [asyncio.create_task(c.proc.wait()) for c in children if c.proc]
             waiting: set[asyncio.Future[Any]] = {stopped, *exits}
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -181,6 +199,7 @@ async def _supervise(settings: Settings, env: dict[str, str], demo: bool) -> int
         exit_code = 1
     finally:
         say("stopping")
+        run_file(settings).unlink(missing_ok=True)
         await _stop_children(children)
     return exit_code
 

@@ -9,10 +9,18 @@ from aiohttp import web
 from agents.common.settings import Settings
 from gateway import openapi
 from gateway.bus import BusClient
+from gateway.edge import (
+    CLIENT_ADDRESS,
+    LIMITS,
+    ClientAddress,
+    Limits,
+    cors_middleware,
+    rate_limit_middleware,
+)
 from gateway.grpc_clients import GrpcClients
 from gateway.keys import BUS, GRPC, SETTINGS
 from gateway.middlewares import error_middleware, request_id_middleware
-from gateway.routes import health, products
+from gateway.routes import auth, health, products
 
 
 async def bus_context(app: web.Application) -> AsyncIterator[None]:
@@ -36,10 +44,17 @@ def create_app(
 ) -> web.Application:
     """The gateway; `bus` and `grpc` replace the real clients (tests pass fakes)."""
     app = web.Application(
-        middlewares=[request_id_middleware, error_middleware],
+        middlewares=[
+            request_id_middleware,
+            cors_middleware,
+            error_middleware,
+            rate_limit_middleware,
+        ],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app[LIMITS] = Limits.from_settings(settings.edge)
+    app[CLIENT_ADDRESS] = ClientAddress(settings.edge.trusted_proxies)
     if grpc is None:
         app.cleanup_ctx.append(grpc_context)
     else:
@@ -50,5 +65,6 @@ def create_app(
         app[BUS] = bus
     health.setup_routes(app)
     products.setup_routes(app)
+    auth.setup_routes(app)
     openapi.setup_routes(app)
     return app

@@ -9,7 +9,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agents.common.settings import GrpcAddresses
-from protos import products_pb2_grpc
+from protos import products_pb2_grpc, users_pb2_grpc
 
 DOMAINS = ("users", "products", "orders", "payments")
 
@@ -19,11 +19,13 @@ class GrpcClients:
     addresses: GrpcAddresses
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     _products: products_pb2_grpc.ProductServiceStub | None = None
+    _users: users_pb2_grpc.AuthServiceStub | None = None
 
     def open(self) -> None:
         for domain in DOMAINS:
             self.channels[domain] = grpc.aio.insecure_channel(self.addresses.of(domain))
         self._products = products_pb2_grpc.ProductServiceStub(self.channels["products"])
+        self._users = users_pb2_grpc.AuthServiceStub(self.channels["users"])
 
     async def close(self) -> None:
         await asyncio.gather(*(c.close() for c in self.channels.values()))
@@ -32,6 +34,11 @@ class GrpcClients:
     def products(self) -> products_pb2_grpc.ProductServiceStub:
         assert self._products is not None, "GrpcClients.open() was not called"
         return self._products
+
+    @property
+    def users(self) -> users_pb2_grpc.AuthServiceStub:
+        assert self._users is not None, "GrpcClients.open() was not called"
+        return self._users
 
     async def health(self, domain: str, timeout: float = 1.0) -> bool:
         stub = health_pb2_grpc.HealthStub(self.channels[domain])

@@ -6,6 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.routes.auth import LoginBody, RefreshBody, RegisterBody
 from topics.products import NewProduct, ProductChanges
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
@@ -30,7 +31,19 @@ def _op(summary: str, ok: dict[str, Any], *errors: int, **extra: Any) -> dict[st
     return {"summary": summary, "responses": {**ok, **_problems(*errors)}, **extra}
 
 
-PRODUCT = {"$ref": "#/components/schemas/Product"}
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+PRODUCT = ref("Product")
+USER = ref("User")
+TOKENS = {"200": {"description": "tokens", **_json(ref("TokenResponse"))}}
+PROVIDER = {
+    "name": "provider",
+    "in": "path",
+    "required": True,
+    "schema": {"enum": ["google", "facebook", "github"]},
+}
 PAGE = {"$ref": "#/components/schemas/ProductPage"}
 ID_QUERY = {"name": "id", "in": "query", "required": True, "schema": {"type": "integer"}}
 ID_PATH = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
@@ -112,6 +125,113 @@ def openapi_document() -> dict[str, Any]:
                 "patch": update_p,
                 "delete": delete_p,
             },
+            "/api/v1/auth/register": {
+                "post": _op(
+                    "Create an account",
+                    {
+                        "201": {
+                            "description": "created",
+                            **_json(
+                                {
+                                    "type": "object",
+                                    "properties": {"message": {"type": "string"}, "user": USER},
+                                }
+                            ),
+                        }
+                    },
+                    400,
+                    409,
+                    413,
+                    422,
+                    429,
+                    504,
+                    requestBody={"required": True, **_json(ref("RegisterBody"))},
+                )
+            },
+            "/api/v1/auth/login": {
+                "post": _op(
+                    "Log in with email and password",
+                    TOKENS,
+                    400,
+                    401,
+                    422,
+                    429,
+                    504,
+                    requestBody={"required": True, **_json(ref("LoginBody"))},
+                )
+            },
+            "/api/v1/auth/refresh-token": {
+                "get": _op(
+                    "Rotate the refresh token sent as Bearer (seed)",
+                    TOKENS,
+                    401,
+                    429,
+                    504,
+                    security=BEARER,
+                )
+            },
+            "/api/v1/auth/refresh": {
+                "post": _op(
+                    "Rotate a refresh token (Bearer or body)",
+                    TOKENS,
+                    401,
+                    429,
+                    504,
+                    requestBody={"required": False, **_json(ref("RefreshBody"))},
+                )
+            },
+            "/api/v1/auth/logout": {
+                "post": _op(
+                    "Revoke a refresh token's family",
+                    {"200": {"description": "logged out"}},
+                    401,
+                    429,
+                    504,
+                    requestBody={"required": False, **_json(ref("RefreshBody"))},
+                )
+            },
+            "/api/v1/auth/{provider}": {
+                "get": _op(
+                    "The provider's authorization URL (state + PKCE S256)",
+                    {
+                        "200": {
+                            "description": "the URL",
+                            **_json({"type": "object", "properties": {"url": {"type": "string"}}}),
+                        }
+                    },
+                    404,
+                    429,
+                    503,
+                    parameters=[PROVIDER],
+                )
+            },
+            "/api/v1/oauth/{provider}/callback": {
+                "get": _op(
+                    "Finish an OAuth login",
+                    TOKENS,
+                    400,
+                    401,
+                    404,
+                    429,
+                    503,
+                    504,
+                    parameters=[
+                        PROVIDER,
+                        {"name": "code", "in": "query", "schema": {"type": "string"}},
+                        {"name": "state", "in": "query", "schema": {"type": "string"}},
+                    ],
+                )
+            },
+            "/api/v1/users/me": {
+                "get": _op(
+                    "The caller's account",
+                    {"200": {"description": "the user", **_json(USER)}},
+                    401,
+                    404,
+                    429,
+                    security=BEARER,
+                )
+            },
             "/healthz": {"get": _op("Alive", {"200": {"description": "alive"}})},
             "/readyz": {
                 "get": _op(
@@ -128,6 +248,42 @@ def openapi_document() -> dict[str, Any]:
             },
             "schemas": {
                 "NewProduct": NewProduct.model_json_schema(),
+                "RegisterBody": RegisterBody.model_json_schema(),
+                "LoginBody": LoginBody.model_json_schema(),
+                "RefreshBody": RefreshBody.model_json_schema(),
+                "TokenResponse": {
+                    "type": "object",
+                    "required": [
+                        "message",
+                        "token",
+                        "expired_at",
+                        "refresh_token",
+                        "refresh_token_expired_at",
+                        "role",
+                    ],
+                    "properties": {
+                        "message": {"type": "string"},
+                        "token": {"type": "string"},
+                        "expired_at": {"type": "string", "format": "date-time"},
+                        "refresh_token": {"type": "string"},
+                        "refresh_token_expired_at": {"type": "string", "format": "date-time"},
+                        "role": {"enum": ["user", "admin"]},
+                    },
+                },
+                "User": {
+                    "type": "object",
+                    "required": ["id", "full_name", "email", "role", "created_at", "updated_at"],
+                    "properties": {
+                        "id": {"type": "integer"},
+                        "full_name": {"type": "string"},
+                        "email": {"type": "string"},
+                        "role": {"enum": ["user", "admin"]},
+                        "provider": {"type": "string"},
+                        "provider_id": {"type": "string"},
+                        "created_at": {"type": "string", "format": "date-time"},
+                        "updated_at": {"type": "string", "format": "date-time"},
+                    },
+                },
                 "ProductChanges": ProductChanges.model_json_schema(),
                 "Product": {
                     "type": "object",

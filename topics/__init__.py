@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from topics import products
+from topics import products, users
 
 
 @dataclass(frozen=True)
@@ -39,11 +39,12 @@ PRODUCTS_EVENTS = Topic(
     messages=products.EVENTS,
 )
 
-USERS_COMMANDS = Topic(
-    name="users.commands",
+USERS_EVENTS = Topic(
+    name="users.events",
     partitions=8,
     key="the user id",
-    summary="Identity commands. Not handled yet: every message is dead-lettered.",
+    summary="Accounts created and roles changed. Never a password, a hash or a token.",
+    messages=users.EVENTS,
 )
 ORDERS_COMMANDS = Topic(
     name="orders.commands",
@@ -61,13 +62,13 @@ PAYMENTS_COMMANDS = Topic(
 CATALOGUE: tuple[Topic, ...] = (
     PRODUCTS_COMMANDS,
     PRODUCTS_EVENTS,
-    USERS_COMMANDS,
+    USERS_EVENTS,
     ORDERS_COMMANDS,
     PAYMENTS_COMMANDS,
 )
 
 # Topics that take messages from outside the platform; what they reject goes to `<name>.dlq`.
-INBOUND: tuple[Topic, ...] = (PRODUCTS_COMMANDS, USERS_COMMANDS, ORDERS_COMMANDS, PAYMENTS_COMMANDS)
+INBOUND: tuple[Topic, ...] = (PRODUCTS_COMMANDS, ORDERS_COMMANDS, PAYMENTS_COMMANDS)
 
 
 def all_topic_names() -> list[tuple[str, int]]:

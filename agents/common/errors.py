@@ -23,3 +23,11 @@ class Invalid(DomainError):
 
 class Forbidden(DomainError):
     error_type = ErrorType.FORBIDDEN
+
+
+class Unauthorized(DomainError):
+    error_type = ErrorType.UNAUTHORIZED
+
+
+class Unavailable(DomainError):
+    error_type = ErrorType.UNAVAILABLE

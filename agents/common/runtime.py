@@ -11,11 +11,13 @@ from typing import Any
 import asyncpg
 import faust
 import grpc
+import mode
 from aiokafka import AIOKafkaProducer
 from mode import Service
 
 from agents.common.db import create_pool
 from agents.common.grpc_server import GrpcServer, create_server
+from agents.common.logs import formatter_for
 from agents.common.relay import OutboxRelay
 from agents.common.settings import KafkaTuning, Settings
 
@@ -177,15 +179,19 @@ class DomainRuntime(Service):
 
 def run_worker(app: faust.App, runtime: DomainRuntime, settings: Settings) -> None:
     """Run the Faust worker with the runtime started first; returns on SIGTERM/SIGINT."""
-    from agents.common.logs import formatter_for
+    # A domain with no agents (identity is all gRPC) runs without a Faust consumer.
+    options = _worker_options(runtime, settings)
+    worker = (
+        faust.Worker(app, runtime, **options) if app.agents else mode.Worker(runtime, **options)
+    )
+    worker.execute_from_commandline()
 
-    # Faust and mode narrate every service start and stop at INFO; keep them to warnings.
+
+def _worker_options(runtime: DomainRuntime, settings: Settings) -> dict[str, Any]:
     quiet = "DEBUG" if settings.log_level == "DEBUG" else "WARNING"
-    worker = faust.Worker(
-        app,
-        runtime,
-        loglevel=settings.log_level,
-        logging_config={
+    return {
+        "loglevel": settings.log_level,
+        "logging_config": {
             "version": 1,
             "disable_existing_loggers": False,
             "formatters": {
@@ -193,7 +199,7 @@ def run_worker(app: faust.App, runtime: DomainRuntime, settings: Settings) -> No
             },
             "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default"}},
             "root": {"handlers": ["default"], "level": settings.log_level},
+            # Faust and mode narrate every service start and stop at INFO.
             "loggers": {name: {"level": quiet} for name in ("aiokafka", "faust", "mode")},
         },
-    )
-    worker.execute_from_commandline()
+    }

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -75,6 +76,78 @@ class KafkaTuning:
 
 
 @dataclass(frozen=True)
+class OAuthProvider:
+    """An OAuth2 provider. Endpoints default to the real ones; tests point them at a fake."""
+
+    name: str
+    authorize_url: str
+    token_url: str
+    userinfo_url: str
+    scope: str
+    emails_url: str = ""
+    client_id: str = ""
+    client_secret: str = ""
+    redirect_url: str = ""
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.client_id and self.client_secret and self.redirect_url)
+
+
+PROVIDERS: dict[str, OAuthProvider] = {
+    "google": OAuthProvider(
+        "google",
+        authorize_url="https://accounts.google.com/o/oauth2/v2/auth",
+        token_url="https://oauth2.googleapis.com/token",
+        userinfo_url="https://openidconnect.googleapis.com/v1/userinfo",
+        scope="openid email profile",
+    ),
+    "facebook": OAuthProvider(
+        "facebook",
+        authorize_url="https://www.facebook.com/v19.0/dialog/oauth",
+        token_url="https://graph.facebook.com/v19.0/oauth/access_token",
+        userinfo_url="https://graph.facebook.com/v19.0/me?fields=id,name,email",
+        scope="email public_profile",
+    ),
+    "github": OAuthProvider(
+        "github",
+        authorize_url="https://github.com/login/oauth/authorize",
+        token_url="https://github.com/login/oauth/access_token",
+        userinfo_url="https://api.github.com/user",
+        emails_url="https://api.github.com/user/emails",
+        scope="read:user user:email",
+    ),
+}
+
+# OWASP's minimum for argon2id (m=19456 KiB, t=2, p=1): lower settings are refused.
+ARGON2_MIN_MEMORY_KIB = 19456
+ARGON2_MIN_TIME_COST = 2
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    access_ttl_s: int = 900
+    refresh_ttl_s: int = 30 * 24 * 3600
+    reuse_leeway_s: float = 10.0
+    argon2_time_cost: int = ARGON2_MIN_TIME_COST
+    argon2_memory_kib: int = ARGON2_MIN_MEMORY_KIB
+    argon2_parallelism: int = 1
+    providers: dict[str, OAuthProvider] = field(default_factory=lambda: dict(PROVIDERS))
+
+
+@dataclass(frozen=True)
+class EdgeSettings:
+    """What the gateway does at its edge: CORS, rate limits, which proxies to believe."""
+
+    cors_origins: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
+    user_rate_per_min: int = 600
+    ip_rate_per_min: int = 300
+    auth_rate_per_min: int = 20
+    rate_limit_max_keys: int = 100_000
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = ""
     kafka_broker: str = ""
@@ -83,6 +156,8 @@ class Settings:
     gateway_instance: str = field(default_factory=socket.gethostname)
     grpc: GrpcAddresses = field(default_factory=GrpcAddresses)
     kafka: KafkaTuning = field(default_factory=KafkaTuning)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    edge: EdgeSettings = field(default_factory=EdgeSettings)
     request_timeout_s: float = 5.0
     jwt_secret: str = "dev-insecure-secret-change-me-0123456789"
     jwt_issuer: str = "shopstream"
@@ -119,14 +194,17 @@ class Settings:
         )
         if kafka.fetch_max_wait_ms < 2:
             raise SettingsError("KAFKA_FETCH_MAX_WAIT_MS below 2 loses replies on Tansu; use 5-10")
+        gateway_port = _int(e, "GATEWAY_PORT", d.gateway_port)
         settings = cls(
             database_url=_str(e, "DATABASE_URL", ""),
             kafka_broker=_str(e, "KAFKA_BROKER", ""),
             listen_host=_str(e, "LISTEN_HOST", d.listen_host),
-            gateway_port=_int(e, "GATEWAY_PORT", d.gateway_port),
+            gateway_port=gateway_port,
             gateway_instance=_str(e, "GATEWAY_INSTANCE", d.gateway_instance),
             grpc=grpc,
             kafka=kafka,
+            auth=_auth_settings(e),
+            edge=_edge_settings(e, gateway_port),
             request_timeout_s=_float(e, "REQUEST_TIMEOUT_S", d.request_timeout_s),
             jwt_secret=_str(e, "JWT_SECRET", d.jwt_secret),
             jwt_issuer=_str(e, "JWT_ISSUER", d.jwt_issuer),
@@ -153,3 +231,70 @@ class Settings:
         if not self.kafka_broker:
             raise SettingsError("KAFKA_BROKER is not set (shopstream run sets it for its children)")
         return self.kafka_broker
+
+
+def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+def _auth_settings(e: Mapping[str, str]) -> AuthSettings:
+    d = AuthSettings()
+    providers = {}
+    for name, p in PROVIDERS.items():
+        up = name.upper()
+        providers[name] = replace(
+            p,
+            client_id=_str(e, f"{up}_CLIENT_ID", ""),
+            client_secret=_str(e, f"{up}_CLIENT_SECRET", ""),
+            redirect_url=_str(e, f"{up}_REDIRECT_URL", ""),
+            authorize_url=_str(e, f"{up}_AUTHORIZE_URL", p.authorize_url),
+            token_url=_str(e, f"{up}_TOKEN_URL", p.token_url),
+            userinfo_url=_str(e, f"{up}_USERINFO_URL", p.userinfo_url),
+            emails_url=_str(e, f"{up}_EMAILS_URL", p.emails_url) if p.emails_url else "",
+        )
+    auth = AuthSettings(
+        access_ttl_s=_int(e, "ACCESS_TOKEN_TTL_S", d.access_ttl_s),
+        refresh_ttl_s=_int(e, "REFRESH_TOKEN_TTL_S", d.refresh_ttl_s),
+        reuse_leeway_s=_float(e, "REFRESH_REUSE_LEEWAY_S", d.reuse_leeway_s),
+        argon2_time_cost=_int(e, "ARGON2_TIME_COST", d.argon2_time_cost),
+        argon2_memory_kib=_int(e, "ARGON2_MEMORY_KIB", d.argon2_memory_kib),
+        argon2_parallelism=_int(e, "ARGON2_PARALLELISM", d.argon2_parallelism),
+        providers=providers,
+    )
+    if auth.argon2_memory_kib < ARGON2_MIN_MEMORY_KIB or auth.argon2_time_cost < 2:
+        raise SettingsError("argon2id below the OWASP minimum (m=19456 KiB, t=2, p=1)")
+    if auth.argon2_parallelism < 1:
+        raise SettingsError("ARGON2_PARALLELISM must be at least 1")
+    if not 60 <= auth.access_ttl_s <= 24 * 3600:
+        raise SettingsError("ACCESS_TOKEN_TTL_S must be 60..86400")
+    return auth
+
+
+def _edge_settings(e: Mapping[str, str], gateway_port: int) -> EdgeSettings:
+    d = EdgeSettings()
+    own = (
+        "http://localhost:3000",
+        f"http://localhost:{gateway_port}",
+        f"http://127.0.0.1:{gateway_port}",
+    )
+    edge = EdgeSettings(
+        cors_origins=_list(e, "CORS_ORIGINS", own),
+        trusted_proxies=_list(e, "TRUSTED_PROXIES", ()),
+        user_rate_per_min=_int(e, "RATE_LIMIT_USER_PER_MIN", d.user_rate_per_min),
+        ip_rate_per_min=_int(e, "RATE_LIMIT_IP_PER_MIN", d.ip_rate_per_min),
+        auth_rate_per_min=_int(e, "RATE_LIMIT_AUTH_PER_MIN", d.auth_rate_per_min),
+        rate_limit_max_keys=_int(e, "RATE_LIMIT_MAX_KEYS", d.rate_limit_max_keys),
+    )
+    for proxy in edge.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"TRUSTED_PROXIES: {proxy!r} is not an address or network"
+            ) from None
+    if min(edge.user_rate_per_min, edge.ip_rate_per_min, edge.auth_rate_per_min) < 1:
+        raise SettingsError("rate limits must be at least 1 a minute")
+    return edge

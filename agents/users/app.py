@@ -1,24 +1,26 @@
-"""The users process. Its commands and reads arrive with their issue; until then its agent
-dead-letters what it is sent and its gRPC server answers health checks."""
+"""The users process: gRPC AuthService over Postgres, and the outbox relay of users.events."""
 
 from __future__ import annotations
 
 import faust
 import grpc
 
-from agents.common.agent import not_yet_agent
 from agents.common.runtime import DomainRuntime, create_faust_app
 from agents.common.settings import Settings
 from agents.users import DOMAIN
-from topics import USERS_COMMANDS
+from agents.users.passwords import Passwords
+from agents.users.service import IdentityService
+from agents.users.servicer import AuthServicer
+from protos import users_pb2, users_pb2_grpc
 
 
 def bootstrap(settings: Settings) -> tuple[faust.App, DomainRuntime]:
     app = create_faust_app(DOMAIN, settings)
+    passwords = Passwords(settings.auth)
 
     def add_servicers(server: grpc.aio.Server, runtime: DomainRuntime) -> list[str]:
-        return []
+        service = IdentityService(runtime.pool, settings, passwords, runtime.relay.wake)
+        users_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(service), server)
+        return [users_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name]
 
-    runtime = DomainRuntime(app, settings, DOMAIN, add_servicers)
-    not_yet_agent(app, runtime, USERS_COMMANDS)
-    return app, runtime
+    return app, DomainRuntime(app, settings, DOMAIN, add_servicers)

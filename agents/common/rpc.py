@@ -1,0 +1,41 @@
+"""What every gRPC method of a domain does first and last: bind the request id, map errors."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from agents.common.errors import DomainError
+from agents.common.logs import request_id_var
+from topics.envelope import ErrorType
+
+R = TypeVar("R")
+
+STATUS_OF: dict[ErrorType, grpc.StatusCode] = {
+    ErrorType.INVALID: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorType.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorType.CONFLICT: grpc.StatusCode.ALREADY_EXISTS,
+    ErrorType.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
+    ErrorType.UNAUTHORIZED: grpc.StatusCode.UNAUTHENTICATED,
+    ErrorType.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorType.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+Method = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]
+
+
+def rpc(method: Method[R]) -> Method[R]:
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        metadata = dict(context.invocation_metadata() or ())
+        request_id_var.set(metadata.get("x-request-id"))
+        try:
+            return await method(self, request, context)
+        except DomainError as e:
+            await context.abort(STATUS_OF[e.error_type], str(e))
+            raise AssertionError("abort returned") from None
+
+    return wrapper

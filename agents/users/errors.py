@@ -1,0 +1,42 @@
+"""What can go wrong with identity."""
+
+from __future__ import annotations
+
+from agents.common.errors import Conflict, DomainError, Invalid, NotFound, Unauthorized, Unavailable
+
+
+class UserError(DomainError):
+    pass
+
+
+class EmailTaken(UserError, Conflict):
+    def __init__(self) -> None:
+        super().__init__("an account with this email exists")
+
+
+class InvalidCredentials(UserError, Unauthorized):
+    def __init__(self) -> None:
+        super().__init__("wrong email or password")
+
+
+class TokenRejected(UserError, Unauthorized):
+    pass
+
+
+class UserNotFound(UserError, NotFound):
+    def __init__(self, user_id: int) -> None:
+        super().__init__(f"user {user_id} does not exist")
+
+
+class OAuthFailed(UserError, Unauthorized):
+    pass
+
+
+class UnknownProvider(UserError, Invalid):
+    def __init__(self, provider: str) -> None:
+        super().__init__(f"unknown provider {provider!r}")
+
+
+class ProviderNotConfigured(UserError, Unavailable):
+    def __init__(self, provider: str) -> None:
+        super().__init__(f"{provider} login is not configured on this server")

@@ -1,0 +1,92 @@
+"""gRPC AuthService: the only way credentials and tokens reach the users domain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from agents.common.rpc import rpc
+from agents.users.repository import UserRow
+from agents.users.service import IdentityService, Tokens
+from protos import users_pb2, users_pb2_grpc
+
+
+def _ts(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def user_proto(u: UserRow) -> users_pb2.User:
+    return users_pb2.User(
+        id=u.id,
+        full_name=u.full_name,
+        email=u.email or "",
+        role=u.role,
+        provider=u.provider,
+        provider_id=u.provider_id,
+        created_at=_ts(u.created_at),
+        updated_at=_ts(u.updated_at),
+    )
+
+
+def tokens_proto(t: Tokens) -> users_pb2.TokenResponse:
+    return users_pb2.TokenResponse(
+        token=t.access.token,
+        expired_at=_ts(t.access.expires_at),
+        refresh_token=t.refresh.token,
+        refresh_token_expired_at=_ts(t.refresh.expires_at),
+        role=t.role,
+    )
+
+
+class AuthServicer(users_pb2_grpc.AuthServiceServicer):  # type: ignore[misc]
+    def __init__(self, service: IdentityService) -> None:
+        self._service = service
+
+    @rpc
+    async def Register(
+        self, request: users_pb2.RegisterRequest, context: grpc.aio.ServicerContext
+    ) -> users_pb2.User:
+        user = await self._service.register(request.full_name, request.email, request.password)
+        return user_proto(user)
+
+    @rpc
+    async def Login(
+        self, request: users_pb2.LoginRequest, context: grpc.aio.ServicerContext
+    ) -> users_pb2.TokenResponse:
+        return tokens_proto(await self._service.login(request.email, request.password))
+
+    @rpc
+    async def Refresh(
+        self, request: users_pb2.RefreshRequest, context: grpc.aio.ServicerContext
+    ) -> users_pb2.TokenResponse:
+        return tokens_proto(await self._service.refresh(request.refresh_token))
+
+    @rpc
+    async def Logout(
+        self, request: users_pb2.RefreshRequest, context: grpc.aio.ServicerContext
+    ) -> users_pb2.Empty:
+        await self._service.logout(request.refresh_token)
+        return users_pb2.Empty()
+
+    @rpc
+    async def GetUserByID(
+        self, request: users_pb2.GetUserRequest, context: grpc.aio.ServicerContext
+    ) -> users_pb2.User:
+        return user_proto(await self._service.user(request.id))
+
+    @rpc
+    async def OAuthStart(
+        self, request: users_pb2.OAuthStartRequest, context: grpc.aio.ServicerContext
+    ) -> users_pb2.OAuthStartResponse:
+        return users_pb2.OAuthStartResponse(url=await self._service.oauth_start(request.provider))
+
+    @rpc
+    async def OAuthCallback(
+        self, request: users_pb2.OAuthCallbackRequest, context: grpc.aio.ServicerContext
+    ) -> users_pb2.TokenResponse:
+        issued = await self._service.oauth_callback(request.provider, request.code, request.state)
+        return tokens_proto(issued)
