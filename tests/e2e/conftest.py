@@ -2,18 +2,35 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from tests.e2e.platform import Platform, platform_env
+from tests.fake_oauth import FakeProvider, fake_provider
 from tests.infra import shared_tmpdir
+
+# Many logins come from one address here; the limits themselves are tested in tests/unit.
+GENEROUS_LIMITS = {
+    "RATE_LIMIT_AUTH_PER_MIN": "100000",
+    "RATE_LIMIT_IP_PER_MIN": "100000",
+    "RATE_LIMIT_USER_PER_MIN": "100000",
+}
 
 
 @pytest.fixture(scope="session")
-def platform() -> Iterator[Platform]:
+async def oauth_provider() -> AsyncIterator[FakeProvider]:
+    async with fake_provider(redirect_base="") as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def platform(oauth_provider: FakeProvider) -> Iterator[Platform]:
     with shared_tmpdir("shopstream-e2e-") as state_dir:
-        p = Platform(state_dir, platform_env(state_dir))
+        env = platform_env(state_dir)
+        p = Platform(state_dir, env)
+        oauth_provider.redirect_base = p.url
+        env |= oauth_provider.env() | GENEROUS_LIMITS
         p.start()
         try:
             yield p
