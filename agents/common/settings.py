@@ -270,6 +270,19 @@ def _auth_settings(e: Mapping[str, str]) -> AuthSettings:
         raise SettingsError("ARGON2_PARALLELISM must be at least 1")
     if not 60 <= auth.access_ttl_s <= 24 * 3600:
         raise SettingsError("ACCESS_TOKEN_TTL_S must be 60..86400")
+    if auth.refresh_ttl_s <= auth.access_ttl_s:
+        raise SettingsError("REFRESH_TOKEN_TTL_S must be longer than ACCESS_TOKEN_TTL_S")
+    if not 0 <= auth.reuse_leeway_s <= 300:
+        raise SettingsError("REFRESH_REUSE_LEEWAY_S must be 0..300")
+    for p in providers.values():
+        given = [bool(p.client_id), bool(p.client_secret), bool(p.redirect_url)]
+        up = p.name.upper()
+        if any(given) and not all(given):
+            raise SettingsError(
+                f"{up}_CLIENT_ID, {up}_CLIENT_SECRET and {up}_REDIRECT_URL go together"
+            )
+        if p.redirect_url and not p.redirect_url.startswith(("https://", "http://")):
+            raise SettingsError(f"{up}_REDIRECT_URL must be an http(s) URL")
     return auth
 
 
@@ -281,7 +294,7 @@ def _edge_settings(e: Mapping[str, str], gateway_port: int) -> EdgeSettings:
         f"http://127.0.0.1:{gateway_port}",
     )
     edge = EdgeSettings(
-        cors_origins=_list(e, "CORS_ORIGINS", own),
+        cors_origins=tuple(o.rstrip("/") for o in _list(e, "CORS_ORIGINS", own)),
         trusted_proxies=_list(e, "TRUSTED_PROXIES", ()),
         user_rate_per_min=_int(e, "RATE_LIMIT_USER_PER_MIN", d.user_rate_per_min),
         ip_rate_per_min=_int(e, "RATE_LIMIT_IP_PER_MIN", d.ip_rate_per_min),
@@ -297,4 +310,6 @@ def _edge_settings(e: Mapping[str, str], gateway_port: int) -> EdgeSettings:
             ) from None
     if min(edge.user_rate_per_min, edge.ip_rate_per_min, edge.auth_rate_per_min) < 1:
         raise SettingsError("rate limits must be at least 1 a minute")
+    if edge.rate_limit_max_keys < 1:
+        raise SettingsError("RATE_LIMIT_MAX_KEYS must be at least 1")
     return edge

@@ -9,9 +9,13 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from agents.common.settings import AuthSettings
 
+# Each hash holds ARGON2_MEMORY_KIB of memory: a burst of logins must not multiply it unboundedly.
+MAX_CONCURRENT_HASHES = 4
+
 
 class Passwords:
     def __init__(self, auth: AuthSettings) -> None:
+        self._slots = asyncio.Semaphore(MAX_CONCURRENT_HASHES)
         self._hasher = PasswordHasher(
             time_cost=auth.argon2_time_cost,
             memory_cost=auth.argon2_memory_kib,
@@ -22,7 +26,8 @@ class Passwords:
         self._decoy = self._hasher.hash("decoy password, never a real one")
 
     async def hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._hasher.hash, password)
+        async with self._slots:
+            return await asyncio.to_thread(self._hasher.hash, password)
 
     async def verify(self, hashed: str | None, password: str) -> bool:
         def check() -> bool:
@@ -31,7 +36,8 @@ class Passwords:
             except (VerificationError, InvalidHashError):
                 return False
 
-        return await asyncio.to_thread(check)
+        async with self._slots:
+            return await asyncio.to_thread(check)
 
     def needs_rehash(self, hashed: str) -> bool:
         return self._hasher.check_needs_rehash(hashed)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -36,7 +37,14 @@ import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from agents.common.settings import Settings
+from agents.common.settings import (
+    ARGON2_MIN_MEMORY_KIB,
+    ARGON2_MIN_TIME_COST,
+    AuthSettings,
+    EdgeSettings,
+    Settings,
+    SettingsError,
+)
 
 Manifest = dict[str, Any]
 
@@ -89,18 +97,73 @@ COMMON_ENV = frozenset(
     }
 )
 GATEWAY_ENV = COMMON_ENV | {"GATEWAY_INSTANCE"}
-# Read by Settings but deliberately left to their defaults by both deployments.
-TUNING_ENV = frozenset(
+
+PROVIDERS = ("google", "facebook", "github")
+
+
+def oauth_client_env(provider: str) -> frozenset[str]:
+    """A provider's client: only the users process gets it, and only once it is configured."""
+    up = provider.upper()
+    return frozenset({f"{up}_CLIENT_ID", f"{up}_CLIENT_SECRET", f"{up}_REDIRECT_URL"})
+
+
+OAUTH_CLIENT_ENV = frozenset().union(*(oauth_client_env(p) for p in PROVIDERS))
+# Token lifetimes and argon2id: the chart sets them for the users process; compose leaves them at
+# the app's defaults.
+AUTH_ENV = frozenset(
     {
-        "KAFKA_SESSION_TIMEOUT_MS",
-        "KAFKA_HEARTBEAT_INTERVAL_MS",
-        "KAFKA_REBALANCE_TIMEOUT_MS",
-        "KAFKA_REQUEST_TIMEOUT_MS",
-        "MAX_BODY_BYTES",
-        "PAGE_SIZE",
-        "DB_POOL_MAX",
+        "ACCESS_TOKEN_TTL_S",
+        "REFRESH_TOKEN_TTL_S",
+        "ARGON2_TIME_COST",
+        "ARGON2_MEMORY_KIB",
+        "ARGON2_PARALLELISM",
     }
 )
+# The gateway's edge. The chart always sets the rate limits, and CORS_ORIGINS and TRUSTED_PROXIES
+# once they have a value; compose sets CORS_ORIGINS only.
+RATE_LIMIT_ENV = frozenset(
+    {"RATE_LIMIT_USER_PER_MIN", "RATE_LIMIT_IP_PER_MIN", "RATE_LIMIT_AUTH_PER_MIN"}
+)
+EDGE_ENV = RATE_LIMIT_ENV | {"CORS_ORIGINS", "TRUSTED_PROXIES"}
+# The providers' endpoints: overridden only by tests that run against a fake provider.
+OAUTH_ENDPOINT_ENV = frozenset(
+    {f"{p.upper()}_{e}_URL" for p in PROVIDERS for e in ("AUTHORIZE", "TOKEN", "USERINFO")}
+    | {"GITHUB_EMAILS_URL"}
+)
+# Read by Settings but deliberately left to their defaults by both deployments.
+TUNING_ENV = OAUTH_ENDPOINT_ENV | {
+    "KAFKA_SESSION_TIMEOUT_MS",
+    "KAFKA_HEARTBEAT_INTERVAL_MS",
+    "KAFKA_REBALANCE_TIMEOUT_MS",
+    "KAFKA_REQUEST_TIMEOUT_MS",
+    "MAX_BODY_BYTES",
+    "PAGE_SIZE",
+    "DB_POOL_MAX",
+    "REFRESH_REUSE_LEEWAY_S",
+    "RATE_LIMIT_MAX_KEYS",
+}
+# Left to the app's defaults by docker-compose only (it is a single-machine development setup).
+COMPOSE_DEFAULT_ENV = AUTH_ENV | RATE_LIMIT_ENV | {"TRUSTED_PROXIES"}
+# What docker-compose gives each app service, exactly.
+COMPOSE_ENV = {
+    "init": COMMON_ENV,
+    "users": COMMON_ENV | OAUTH_CLIENT_ENV,
+    "products": COMMON_ENV,
+    "orders": COMMON_ENV,
+    "payments": COMMON_ENV,
+    "gateway": GATEWAY_ENV | {"CORS_ORIGINS"},
+}
+COMPOSE_CORS_ORIGINS = "http://localhost:3000,http://localhost:8080,http://127.0.0.1:8080"
+# What the chart always gives each Deployment (on top of optional ones, extraEnv and Python's own).
+CHART_ENV = {
+    "gateway": GATEWAY_ENV | RATE_LIMIT_ENV,
+    "users": COMMON_ENV | AUTH_ENV,
+    "products": COMMON_ENV,
+    "orders": COMMON_ENV,
+    "payments": COMMON_ENV,
+}
+# Set by the chart for Python itself, not read by Settings.
+PYTHON_ENV = frozenset({"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "HOME"})
 STATE_DIR = "/tmp/shopstream"
 APP_SERVICES = ("init", "users", "products", "orders", "payments", "gateway")
 
@@ -110,6 +173,28 @@ APP_SERVICES = ("init", "users", "products", "orders", "payments", "gateway")
 
 def load_values(name: str) -> dict[str, Any]:
     values: dict[str, Any] = yaml.safe_load((CHART / "ci" / f"{name}-values.yaml").read_text())
+    return values
+
+
+OAUTH_SECRETS = {p: f"test-only-{p}-client-secret-0123456789" for p in PROVIDERS}
+
+
+def redirect_url(provider: str) -> str:
+    return f"https://shop.example.com/api/v1/oauth/{provider}/callback"
+
+
+def oauth_values(values: dict[str, Any], providers: tuple[str, ...] = PROVIDERS) -> dict[str, Any]:
+    """A copy of `values` with these OAuth providers (and no others) configured; their client
+    secrets go into the chart's own Secret unless `values` names an existing one."""
+    values = copy.deepcopy(values)
+    values["oauth"] = {
+        p: {"clientId": f"test-{p}-client-id" if p in providers else "", "redirectUrl": ""}
+        for p in PROVIDERS
+    }
+    for p in providers:
+        values["oauth"][p]["redirectUrl"] = redirect_url(p)
+    if not values["secrets"].get("existingSecret"):
+        values["secrets"]["oauth"] = {p: {"clientSecret": OAUTH_SECRETS[p]} for p in providers}
     return values
 
 
@@ -183,6 +268,18 @@ def resolve_env(container: dict[str, Any], docs: list[Manifest]) -> dict[str, st
             else:
                 env[var["name"]] = f"<secret:{key_ref['name']}/{key_ref['key']}>"
     return env
+
+
+def app_env(env: dict[str, str]) -> dict[str, str]:
+    """The variables of a resolved environment as the app would see them (see resolve_env):
+    a value from an existing Secret stands in as a long secret, other unknowns are left out."""
+    known = {k: v for k, v in env.items() if not v.startswith("<")}
+    secrets = {k: "s" * 48 for k, v in env.items() if v.startswith("<secret:")}
+    return known | secrets
+
+
+def env_of(docs: list[Manifest], component: str) -> dict[str, str]:
+    return resolve_env(only_container(of_kind(docs, "Deployment")[name(component)]), docs)
 
 
 @pytest.fixture(scope="module")
@@ -264,6 +361,21 @@ def test_default_values_demand_the_secrets() -> None:
         ({"gateway": {"replicas": "two"}}, r"replicas"),
         ({"kafka": {"brokers": "kafka"}}, r"brokers"),
         ({"config": {"logFormat": "xml"}}, r"logFormat"),
+        ({"auth": {"argon2": {"parallelism": 0}}}, r"parallelism"),
+        ({"auth": {"accessTokenTtlSeconds": 30}}, r"accessTokenTtlSeconds"),
+        ({"oauth": {"google": {"clientId": "id"}}}, r"oauth\.google\.redirectUrl"),
+        (
+            {"oauth": {"google": {"clientId": "id", "redirectUrl": redirect_url("google")}}},
+            r"secrets\.oauth\.google\.clientSecret",
+        ),
+        ({"oauth": {"github": {"redirectUrl": redirect_url("google")}}}, r"github/redirectUrl"),
+        ({"oauth": {"github": {"redirectUrl": "shop.example.com/callback"}}}, r"redirectUrl"),
+        ({"oauth": {"google": {"clientID": "id"}}}, r"clientID"),
+        ({"oauth": {"gitlab": {"clientId": "id"}}}, r"gitlab"),
+        ({"gateway": {"cors": {"origins": ["https://shop.example.com/"]}}}, r"origins"),
+        ({"gateway": {"cors": {"origins": "https://shop.example.com"}}}, r"origins"),
+        ({"gateway": {"trustedProxies": ["ingress-nginx"]}}, r"trustedProxies"),
+        ({"gateway": {"rateLimits": {"authPerMinute": 0}}}, r"authPerMinute"),
     ],
 )
 def test_bad_values_are_rejected(override: dict[str, Any], match: str) -> None:
@@ -406,7 +518,7 @@ def test_every_process_gets_every_setting(values_name: str) -> None:
         component = dep_name.removeprefix(f"{RELEASE}-")
         container = only_container(deployment)
         env = resolve_env(container, docs)
-        assert set(env) >= (GATEWAY_ENV if component == "gateway" else COMMON_ENV), component
+        assert set(env) >= CHART_ENV[component], component
         assert env["LISTEN_HOST"] == "0.0.0.0"
         assert env["KAFKA_FETCH_MAX_WAIT_MS"] == "100"
         assert env["LOG_FORMAT"] == "json"
@@ -464,6 +576,276 @@ def test_notes() -> None:
     assert f"job/{name('migrate')}" in notes
     assert f"svc/{name('gateway')}" in notes
     assert "https://shop.example.com/" in render_notes(load_values("full"))
+
+
+def test_notes_name_the_redirect_urls_and_warn_about_trusted_proxies() -> None:
+    full = load_values("full")
+    notes = render_notes(full)
+    assert f"google: {full['oauth']['google']['redirectUrl']}" in notes
+    assert f"github: {full['oauth']['github']['redirectUrl']}" in notes
+    assert "facebook" not in notes
+    assert "WARNING" not in notes
+    full["gateway"]["trustedProxies"] = []
+    assert "WARNING: gateway.trustedProxies is empty" in render_notes(full)
+    minimal = render_notes(load_values("minimal"))
+    assert "OAuth" not in minimal
+    assert "WARNING" not in minimal, "no Ingress, no proxy to trust"
+
+
+def test_schema_covers_every_value() -> None:
+    """Every key of values.yaml is described in values.schema.json, down to where the schema
+    stops describing properties (e.g. resources, probes)."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    schema = json.loads((CHART / "values.schema.json").read_text())
+
+    def walk(value: Any, node: dict[str, Any], path: str) -> None:
+        if not isinstance(value, dict) or "properties" not in node:
+            return
+        for key, child in value.items():
+            assert key in node["properties"], f"{path}{key} is not in values.schema.json"
+            walk(child, node["properties"][key], f"{path}{key}.")
+
+    walk(values, schema, "")
+
+
+def test_identity_and_edge_defaults_are_the_apps() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    app_auth, app_edge = AuthSettings(), EdgeSettings()
+    assert values["auth"] == {
+        "accessTokenTtlSeconds": app_auth.access_ttl_s,
+        "refreshTokenTtlSeconds": app_auth.refresh_ttl_s,
+        "argon2": {
+            "timeCost": app_auth.argon2_time_cost,
+            "memoryKiB": app_auth.argon2_memory_kib,
+            "parallelism": app_auth.argon2_parallelism,
+        },
+    }
+    assert values["gateway"]["rateLimits"] == {
+        "userPerMinute": app_edge.user_rate_per_min,
+        "ipPerMinute": app_edge.ip_rate_per_min,
+        "authPerMinute": app_edge.auth_rate_per_min,
+    }
+    assert values["gateway"]["cors"] == {"origins": []}
+    assert values["gateway"]["trustedProxies"] == []
+    for p in PROVIDERS:
+        assert values["oauth"][p] == {"clientId": "", "redirectUrl": ""}, "off by default"
+        assert values["secrets"]["oauth"][p] == {"clientSecret": ""}
+        assert values["secrets"]["keys"]["oauth"][p] == {
+            "clientSecret": f"{p.upper()}_CLIENT_SECRET"
+        }
+
+
+@pytest.mark.parametrize(
+    ("key", "var", "minimum"),
+    [
+        ("timeCost", "ARGON2_TIME_COST", ARGON2_MIN_TIME_COST),
+        ("memoryKiB", "ARGON2_MEMORY_KIB", ARGON2_MIN_MEMORY_KIB),
+    ],
+)
+def test_schema_refuses_argon2_below_the_owasp_minimum(key: str, var: str, minimum: int) -> None:
+    """The schema's floor is the app's: what it lets through, the users process accepts."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    argon2 = schema["properties"]["auth"]["properties"]["argon2"]["properties"]
+    assert argon2[key]["minimum"] == minimum
+    values = load_values("minimal")
+    values["auth"] = {"argon2": {key: minimum - 1}}
+    with pytest.raises(helm.HelmValuesError, match=rf"/auth/argon2/{key}"):
+        render(values)
+    with pytest.raises(SettingsError, match="OWASP"):
+        Settings.from_env({"JWT_SECRET": "s" * 32, var: str(minimum - 1)})
+    values["auth"] = {"argon2": {key: minimum}}
+    env = env_of(render(values), "users")
+    assert env[var] == str(minimum)
+    Settings.from_env(env)
+
+
+def test_auth_settings_go_to_the_users_process_only(minimal: list[Manifest]) -> None:
+    users = env_of(minimal, "users")
+    assert {k: users[k] for k in AUTH_ENV} == {
+        "ACCESS_TOKEN_TTL_S": "900",
+        "REFRESH_TOKEN_TTL_S": "2592000",
+        "ARGON2_TIME_COST": "2",
+        "ARGON2_MEMORY_KIB": "19456",
+        "ARGON2_PARALLELISM": "1",
+    }
+    assert not set(users) & OAUTH_CLIENT_ENV, "no provider is configured by default"
+    assert Settings.from_env(users).auth == AuthSettings()
+    for component in PORTS:
+        env = env_of(minimal, component)
+        if component != "users":
+            assert not set(env) & (AUTH_ENV | OAUTH_CLIENT_ENV), component
+        if component != "gateway":
+            assert not set(env) & EDGE_ENV, component
+    (configmap,) = of_kind(minimal, "ConfigMap").values()
+    assert not set(configmap["data"]) & (AUTH_ENV | OAUTH_CLIENT_ENV | EDGE_ENV)
+    (job,) = of_kind(minimal, "Job").values()
+    assert not set(resolve_env(only_container(job), minimal)) & (AUTH_ENV | OAUTH_CLIENT_ENV)
+
+
+def test_auth_and_oauth_from_full_values(full: list[Manifest]) -> None:
+    values = load_values("full")
+    existing = values["secrets"]["existingSecret"]
+    users = env_of(full, "users")
+    assert {k: users[k] for k in AUTH_ENV} == {
+        "ACCESS_TOKEN_TTL_S": "600",
+        "REFRESH_TOKEN_TTL_S": "1209600",
+        "ARGON2_TIME_COST": "3",
+        "ARGON2_MEMORY_KIB": "65536",
+        "ARGON2_PARALLELISM": "2",
+    }
+    assert set(users) & OAUTH_CLIENT_ENV == oauth_client_env("google") | oauth_client_env("github")
+    for p in ("google", "github"):
+        up = p.upper()
+        assert users[f"{up}_CLIENT_ID"] == values["oauth"][p]["clientId"]
+        assert users[f"{up}_REDIRECT_URL"] == values["oauth"][p]["redirectUrl"]
+        assert users[f"{up}_CLIENT_SECRET"] == f"<secret:{existing}/{up}_CLIENT_SECRET>"
+    auth = Settings.from_env(app_env(users)).auth
+    assert (auth.access_ttl_s, auth.refresh_ttl_s) == (600, 1209600)
+    assert (auth.argon2_time_cost, auth.argon2_memory_kib, auth.argon2_parallelism) == (3, 65536, 2)
+
+
+@pytest.mark.parametrize("configured", [(), ("google",), ("facebook", "github"), PROVIDERS])
+def test_oauth_provider_env_only_when_configured(configured: tuple[str, ...]) -> None:
+    values = oauth_values(load_values("minimal"), configured)
+    # A client secret left behind without its client id is not rendered either.
+    values["secrets"].setdefault("oauth", {})
+    for p in PROVIDERS:
+        values["secrets"]["oauth"].setdefault(p, {"clientSecret": f"orphan-{p}-secret"})
+    docs = render(values)
+    container = only_container(of_kind(docs, "Deployment")[name("users")])
+    env = resolve_env(container, docs)
+    expected = frozenset().union(*(oauth_client_env(p) for p in configured))
+    assert set(env) & OAUTH_CLIENT_ENV == expected
+    secrets = of_kind(docs, "Secret")
+    assert set(secrets[name("secrets")]["stringData"]) == {
+        "JWT_SECRET",
+        "DATABASE_URL",
+        *(f"{p.upper()}_CLIENT_SECRET" for p in configured),
+    }
+    assert set(secrets[name("migrate")]["stringData"]) == {"JWT_SECRET", "DATABASE_URL"}
+    assert "orphan" not in json.dumps(docs)
+    providers = Settings.from_env(env).auth.providers
+    assert {p for p in PROVIDERS if providers[p].configured} == set(configured)
+    by_name = {var["name"]: var for var in container["env"]}
+    for p in configured:
+        up = p.upper()
+        assert providers[p].client_id == f"test-{p}-client-id"
+        assert providers[p].client_secret == OAUTH_SECRETS[p]
+        assert providers[p].redirect_url == redirect_url(p)
+        assert by_name[f"{up}_CLIENT_SECRET"]["valueFrom"]["secretKeyRef"] == {
+            "name": name("secrets"),
+            "key": f"{up}_CLIENT_SECRET",
+        }
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSIONS[-1], strict=True)
+
+
+def test_existing_secret_key_names_are_configurable() -> None:
+    values = oauth_values(load_values("full"), ("facebook",))
+    values["secrets"]["keys"] = {"oauth": {"facebook": {"clientSecret": "fb-secret"}}}
+    docs = render(values)
+    env = env_of(docs, "users")
+    assert env["FACEBOOK_CLIENT_SECRET"] == "<secret:shopstream-credentials/fb-secret>"
+    assert env["JWT_SECRET"] == "<secret:shopstream-credentials/JWT_SECRET>"
+
+
+def test_secret_values_stay_in_secrets() -> None:
+    values = oauth_values(load_values("minimal"))
+    docs = render(values)
+    secrets = [values["secrets"]["jwtSecret"], values["secrets"]["databaseUrl"]]
+    secrets += OAUTH_SECRETS.values()
+    outside = [d for d in docs if d["kind"] != "Secret"]
+    assert {d["kind"] for d in outside} >= {"ConfigMap", "Deployment", "Job", "Service"}
+    for doc in outside:
+        text = json.dumps(doc)
+        for secret in secrets:
+            assert secret not in text, f"{doc['kind']}/{doc['metadata']['name']}"
+    notes = render_notes(values)
+    for secret in secrets:
+        assert secret not in notes
+    # Client ids and redirect URLs are not secret; the users process gets them inline.
+    assert env_of(docs, "users")["GOOGLE_CLIENT_ID"] == "test-google-client-id"
+
+
+def test_a_new_client_secret_rolls_the_pods() -> None:
+    values = oauth_values(load_values("minimal"), ("google",))
+    rotated = copy.deepcopy(values)
+    rotated["secrets"]["oauth"]["google"]["clientSecret"] = "test-only-rotated-client-secret"
+
+    def checksum(docs: list[Manifest]) -> str:
+        users = of_kind(docs, "Deployment")[name("users")]
+        value: str = users["spec"]["template"]["metadata"]["annotations"]["checksum/secrets"]
+        return value
+
+    assert checksum(render(values)) != checksum(render(rotated))
+
+
+def test_edge_settings_go_to_the_gateway(minimal: list[Manifest], full: list[Manifest]) -> None:
+    gateway = env_of(minimal, "gateway")
+    assert "CORS_ORIGINS" not in gateway, "no Ingress: the app's default origins"
+    assert "TRUSTED_PROXIES" not in gateway
+    assert {k: gateway[k] for k in RATE_LIMIT_ENV} == {
+        "RATE_LIMIT_USER_PER_MIN": "600",
+        "RATE_LIMIT_IP_PER_MIN": "300",
+        "RATE_LIMIT_AUTH_PER_MIN": "20",
+    }
+    app_default = Settings.from_env({"JWT_SECRET": "s" * 32, "GATEWAY_PORT": "8080"}).edge
+    assert Settings.from_env(gateway).edge == app_default
+
+    values = load_values("full")
+    gateway = env_of(full, "gateway")
+    assert gateway["CORS_ORIGINS"] == "https://shop.example.com", "the Ingress host, with TLS"
+    assert gateway["TRUSTED_PROXIES"] == ",".join(values["gateway"]["trustedProxies"])
+    assert {k: gateway[k] for k in RATE_LIMIT_ENV} == {
+        "RATE_LIMIT_USER_PER_MIN": "1200",
+        "RATE_LIMIT_IP_PER_MIN": "240",
+        "RATE_LIMIT_AUTH_PER_MIN": "10",
+    }
+    edge = Settings.from_env(app_env(gateway)).edge
+    assert edge.cors_origins == ("https://shop.example.com",)
+    assert edge.trusted_proxies == tuple(values["gateway"]["trustedProxies"])
+    assert (edge.user_rate_per_min, edge.ip_rate_per_min, edge.auth_rate_per_min) == (1200, 240, 10)
+    assert edge.rate_limit_max_keys == app_default.rate_limit_max_keys
+
+
+def ingress_host(host: str) -> dict[str, Any]:
+    return {"host": host, "paths": [{"path": "/", "pathType": "Prefix"}]}
+
+
+@pytest.mark.parametrize(
+    ("ingress", "origins", "expected"),
+    [
+        ({"enabled": False}, [], None),
+        ({"enabled": False}, ["https://app.example.com"], "https://app.example.com"),
+        (
+            {
+                "enabled": True,
+                "hosts": [
+                    ingress_host("shop.example.com"),
+                    ingress_host("plain.example.com"),
+                    ingress_host("*.example.com"),
+                    ingress_host("shop.example.com"),
+                ],
+                "tls": [{"secretName": "tls", "hosts": ["shop.example.com", "*.example.com"]}],
+            },
+            [],
+            "https://shop.example.com,http://plain.example.com",
+        ),
+        (
+            {"enabled": True, "hosts": [ingress_host("shop.example.com")]},
+            ["https://app.example.com", "http://localhost:3000"],
+            "https://app.example.com,http://localhost:3000",
+        ),
+        ({"enabled": True, "hosts": [ingress_host("shop.example.com")]}, ["*"], "*"),
+    ],
+)
+def test_cors_origins(ingress: dict[str, Any], origins: list[str], expected: str | None) -> None:
+    values = load_values("minimal")
+    values["ingress"] = ingress
+    values["gateway"] = {"cors": {"origins": origins}}
+    gateway = env_of(render(values), "gateway")
+    assert gateway.get("CORS_ORIGINS") == expected
+    Settings.from_env(gateway)
 
 
 # --- docker compose ----------------------------------------------------------------------------
@@ -708,7 +1090,7 @@ def test_compose_env(compose_model: Manifest) -> None:
     services = compose_model["services"]
     for svc in APP_SERVICES:
         env = services[svc]["environment"]
-        assert set(env) >= (GATEWAY_ENV if svc == "gateway" else COMMON_ENV), svc
+        assert set(env) == COMPOSE_ENV[svc], svc
         assert env["LISTEN_HOST"] == "0.0.0.0"
         assert env["KAFKA_BROKER"] == "kafka:9092"
         assert env["KAFKA_FETCH_MAX_WAIT_MS"] == "100"
@@ -739,13 +1121,67 @@ def test_compose_secrets_come_from_the_environment(compose_binary: Path, tmp_pat
     assert ":Secr3t@postgres:" in services["users"]["environment"]["DATABASE_URL"]
 
 
+def test_compose_oauth_and_cors(compose_model: Manifest) -> None:
+    """By default no provider is configured and the gateway allows the app's own origins."""
+    services = compose_model["services"]
+    users = services["users"]["environment"]
+    assert {k: users[k] for k in OAUTH_CLIENT_ENV} == dict.fromkeys(OAUTH_CLIENT_ENV, "")
+    assert not any(p.configured for p in Settings.from_env(users).auth.providers.values())
+    gateway = services["gateway"]["environment"]
+    assert gateway["CORS_ORIGINS"] == COMPOSE_CORS_ORIGINS
+    app_default = Settings.from_env({"JWT_SECRET": "s" * 32, "GATEWAY_PORT": "8080"}).edge
+    assert Settings.from_env(gateway).edge == app_default
+
+
+def test_compose_oauth_and_cors_come_from_the_environment(
+    compose_binary: Path, tmp_path: Path
+) -> None:
+    override = {
+        "GITHUB_CLIENT_ID": "test-github-client-id",
+        "GITHUB_CLIENT_SECRET": "test-only-github-client-secret",
+        "GITHUB_REDIRECT_URL": "http://localhost:8080/api/v1/oauth/github/callback",
+        "CORS_ORIGINS": "https://shop.example.com",
+    }
+    done = run_compose(compose_binary, tmp_path, "config", "--format=json", env=override)
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    providers = Settings.from_env(services["users"]["environment"]).auth.providers
+    assert {p for p in PROVIDERS if providers[p].configured} == {"github"}
+    assert providers["github"].client_id == "test-github-client-id"
+    assert providers["github"].client_secret == "test-only-github-client-secret"
+    assert providers["github"].redirect_url == override["GITHUB_REDIRECT_URL"]
+    for svc in APP_SERVICES:
+        if svc != "users":
+            assert "test-only-github-client-secret" not in json.dumps(services[svc]), svc
+    edge = Settings.from_env(services["gateway"]["environment"]).edge
+    assert edge.cors_origins == ("https://shop.example.com",)
+
+
 def test_settings_read_nothing_the_deployments_leave_out(compose_model: Manifest) -> None:
-    """Every variable Settings reads is set by the deployments or is a deliberate default."""
+    """Every variable Settings reads is set by the deployments or is a deliberate default, and
+    every variable they set is one Settings reads (a misspelt name would be ignored)."""
 
     env = Spy(compose_model["services"]["gateway"]["environment"])
     Settings.from_env(env)
-    unset = env.read - GATEWAY_ENV - TUNING_ENV
-    assert not unset, f"Settings reads {sorted(unset)}: set them in docker-compose and the chart"
+    read = env.read
+    assert read >= AUTH_ENV | EDGE_ENV | OAUTH_CLIENT_ENV | OAUTH_ENDPOINT_ENV, "the spy missed"
+
+    services = compose_model["services"]
+    compose_sets = set().union(*(services[s]["environment"] for s in APP_SERVICES))
+    unset = read - compose_sets - TUNING_ENV - COMPOSE_DEFAULT_ENV
+    assert not unset, f"Settings reads {sorted(unset)}: set them in docker-compose"
+    assert compose_sets <= read, f"docker-compose sets {sorted(compose_sets - read)}"
+    assert not compose_sets & TUNING_ENV
+
+    docs = render(oauth_values(load_values("full")))
+    chart_sets = set().union(
+        *(resolve_env(only_container(d), docs) for d in of_kind(docs, "Deployment").values())
+    )
+    unset = read - chart_sets - TUNING_ENV
+    assert not unset, f"Settings reads {sorted(unset)}: set them in the chart"
+    assert chart_sets - PYTHON_ENV <= read, f"the chart sets {sorted(chart_sets - read)}"
+    extra = {var["name"] for var in load_values("full")["extraEnv"]}
+    assert not (chart_sets - extra) & TUNING_ENV
 
 
 class Spy(Mapping[str, str]):

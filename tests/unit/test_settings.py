@@ -51,3 +51,28 @@ def test_bad_values_are_refused_with_the_variable_named(name: str, value: str) -
     env = {"JWT_SECRET": SECRET, name: value}
     with pytest.raises(SettingsError):
         Settings.from_env(env)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"GOOGLE_CLIENT_ID": "id"},
+        {"GITHUB_CLIENT_ID": "id", "GITHUB_CLIENT_SECRET": "s", "GITHUB_REDIRECT_URL": "ftp://x"},
+        {"ARGON2_MEMORY_KIB": "19455"},
+        {"ARGON2_TIME_COST": "1"},
+        {"REFRESH_TOKEN_TTL_S": "60"},
+        {"REFRESH_REUSE_LEEWAY_S": "-1"},
+        {"RATE_LIMIT_MAX_KEYS": "0"},
+        {"RATE_LIMIT_AUTH_PER_MIN": "0"},
+        {"TRUSTED_PROXIES": "not-an-ip"},
+    ],
+)
+def test_identity_and_edge_settings_are_checked(env: dict[str, str]) -> None:
+    with pytest.raises(SettingsError):
+        Settings.from_env({"JWT_SECRET": SECRET, **env})
+
+
+def test_cors_origins_are_normalised() -> None:
+    s = Settings.from_env({"JWT_SECRET": SECRET, "CORS_ORIGINS": "https://a.example/, b"})
+    assert s.edge.cors_origins == ("https://a.example", "b")
+    assert "http://localhost:8080" in Settings.from_env({"JWT_SECRET": SECRET}).edge.cors_origins

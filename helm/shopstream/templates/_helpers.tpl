@@ -62,8 +62,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- if kindIs "slice" $b }}{{ join "," $b }}{{ else }}{{ $b }}{{ end }}
 {{- end }}
 
-{{/* The Secret holding JWT_SECRET and DATABASE_URL. Fails early when neither the values nor an
-existing Secret provide them. */}}
+{{/* The Secret holding JWT_SECRET, DATABASE_URL and the OAuth client secrets. checkSecrets fails
+early when neither the values nor an existing Secret provide them, or when an enabled OAuth
+provider lacks its redirect URL or client secret. */}}
 {{- define "shopstream.secretName" -}}
 {{- if .Values.secrets.existingSecret }}
 {{- .Values.secrets.existingSecret }}
@@ -79,6 +80,37 @@ existing Secret provide them. */}}
 {{- fail "secrets.jwtSecret must be at least 32 characters" }}
 {{- end }}
 {{- $_ := required "set secrets.databaseUrl (postgresql://user:password@host:5432/db) or secrets.existingSecret" .Values.secrets.databaseUrl }}
+{{- end }}
+{{- range $p := include "shopstream.enabledProviders" . | splitList " " | compact }}
+{{- $_ := required (printf "oauth.%s.clientId is set: set oauth.%s.redirectUrl too (https://<host>/api/v1/oauth/%s/callback)" $p $p $p) (index $.Values.oauth $p).redirectUrl }}
+{{- if not $.Values.secrets.existingSecret }}
+{{- $_ := required (printf "oauth.%s.clientId is set: set secrets.oauth.%s.clientSecret too (or secrets.existingSecret)" $p $p) (index $.Values.secrets.oauth $p).clientSecret }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The OAuth providers the app knows, and those enabled here (their clientId is set). */}}
+{{- define "shopstream.providers" -}}
+google facebook github
+{{- end }}
+
+{{- define "shopstream.enabledProviders" -}}
+{{- $enabled := list }}
+{{- range $p := splitList " " (include "shopstream.providers" .) }}
+{{- if (index $.Values.oauth $p).clientId }}
+{{- $enabled = append $enabled $p }}
+{{- end }}
+{{- end }}
+{{- join " " $enabled }}
+{{- end }}
+
+{{/* The chart's own Secret, as stringData: JWT_SECRET, DATABASE_URL and the client secret of each
+enabled OAuth provider. */}}
+{{- define "shopstream.secretData" -}}
+{{ .Values.secrets.keys.jwtSecret }}: {{ .Values.secrets.jwtSecret | quote }}
+{{ .Values.secrets.keys.databaseUrl }}: {{ .Values.secrets.databaseUrl | quote }}
+{{- range $p := include "shopstream.enabledProviders" . | splitList " " | compact }}
+{{ (index $.Values.secrets.keys.oauth $p).clientSecret }}: {{ (index $.Values.secrets.oauth $p).clientSecret | quote }}
 {{- end }}
 {{- end }}
 
@@ -115,6 +147,70 @@ HOME: "/tmp"
     secretKeyRef:
       name: {{ include "shopstream.secretName" . }}
       key: {{ .Values.secrets.keys.databaseUrl }}
+{{- end }}
+
+{{/* CORS_ORIGINS as one comma-separated string: gateway.cors.origins, or when that is empty and
+the Ingress is on, the origin of every ingress host (https when ingress.tls lists it). Empty means
+the app's default. Wildcard hosts are skipped: an Origin header never holds one. */}}
+{{- define "shopstream.corsOrigins" -}}
+{{- $origins := .Values.gateway.cors.origins | default list }}
+{{- if and (not $origins) .Values.ingress.enabled }}
+{{- $tlsHosts := list }}
+{{- range .Values.ingress.tls }}
+{{- $tlsHosts = concat $tlsHosts (.hosts | default list) }}
+{{- end }}
+{{- range .Values.ingress.hosts }}
+{{- if and .host (not (hasPrefix "*" .host)) }}
+{{- $origins = append $origins (printf "%s://%s" (ternary "https" "http" (has .host $tlsHosts)) .host) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- join "," (uniq $origins) }}
+{{- end }}
+
+{{/* The users worker's own settings: token lifetimes, argon2id, and each enabled OAuth provider
+(client id and redirect URL inline, client secret from the Secret). */}}
+{{- define "shopstream.usersEnv" -}}
+- name: ACCESS_TOKEN_TTL_S
+  value: {{ .Values.auth.accessTokenTtlSeconds | int64 | toString | quote }}
+- name: REFRESH_TOKEN_TTL_S
+  value: {{ .Values.auth.refreshTokenTtlSeconds | int64 | toString | quote }}
+- name: ARGON2_TIME_COST
+  value: {{ .Values.auth.argon2.timeCost | int64 | toString | quote }}
+- name: ARGON2_MEMORY_KIB
+  value: {{ .Values.auth.argon2.memoryKiB | int64 | toString | quote }}
+- name: ARGON2_PARALLELISM
+  value: {{ .Values.auth.argon2.parallelism | int64 | toString | quote }}
+{{- range $p := include "shopstream.enabledProviders" . | splitList " " | compact }}
+{{- $up := upper $p }}
+- name: {{ $up }}_CLIENT_ID
+  value: {{ (index $.Values.oauth $p).clientId | quote }}
+- name: {{ $up }}_REDIRECT_URL
+  value: {{ (index $.Values.oauth $p).redirectUrl | quote }}
+- name: {{ $up }}_CLIENT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "shopstream.secretName" $ }}
+      key: {{ (index $.Values.secrets.keys.oauth $p).clientSecret }}
+{{- end }}
+{{- end }}
+
+{{/* The gateway's edge: CORS, trusted proxies (both only when set) and rate limits. */}}
+{{- define "shopstream.gatewayEnv" -}}
+{{- with include "shopstream.corsOrigins" . }}
+- name: CORS_ORIGINS
+  value: {{ . | quote }}
+{{- end }}
+{{- with .Values.gateway.trustedProxies }}
+- name: TRUSTED_PROXIES
+  value: {{ join "," . | quote }}
+{{- end }}
+- name: RATE_LIMIT_USER_PER_MIN
+  value: {{ .Values.gateway.rateLimits.userPerMinute | int64 | toString | quote }}
+- name: RATE_LIMIT_IP_PER_MIN
+  value: {{ .Values.gateway.rateLimits.ipPerMinute | int64 | toString | quote }}
+- name: RATE_LIMIT_AUTH_PER_MIN
+  value: {{ .Values.gateway.rateLimits.authPerMinute | int64 | toString | quote }}
 {{- end }}
 
 {{/* Pod-level settings shared by every pod. Call with (dict "root" $ "c" <component values>). */}}
@@ -167,6 +263,6 @@ volumeMounts:
 {{- define "shopstream.checksums" -}}
 checksum/config: {{ include "shopstream.configData" . | sha256sum }}
 {{- if not .Values.secrets.existingSecret }}
-checksum/secrets: {{ printf "%s|%s" .Values.secrets.jwtSecret .Values.secrets.databaseUrl | sha256sum }}
+checksum/secrets: {{ include "shopstream.secretData" . | sha256sum }}
 {{- end }}
 {{- end }}
