@@ -8,6 +8,7 @@ import asyncpg
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from agents.common.rpc import rpc
 from agents.products import repository
 from protos import products_pb2, products_pb2_grpc
 from topics.products import Product
@@ -39,6 +40,7 @@ class ProductServicer(products_pb2_grpc.ProductServiceServicer):  # type: ignore
         self._pool = pool
         self._default_page_size = default_page_size
 
+    @rpc
     async def GetProduct(
         self, request: products_pb2.GetProductRequest, context: grpc.aio.ServicerContext
     ) -> products_pb2.Product:
@@ -48,6 +50,7 @@ class ProductServicer(products_pb2_grpc.ProductServiceServicer):  # type: ignore
         assert product is not None
         return to_proto(product)
 
+    @rpc
     async def ListProducts(
         self, request: products_pb2.ListProductsRequest, context: grpc.aio.ServicerContext
     ) -> products_pb2.ListProductsResponse:
