@@ -14,8 +14,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from gateway.auth import bearer, require_role, unauthorized
-from gateway.keys import GRPC, IDENTITY, REQUEST_ID, SETTINGS
+from gateway.keys import GRPC, IDENTITY
 from gateway.problems import Problem
+from gateway.routes import grpc_options
 from gateway.validation import read_body
 from protos import users_pb2
 
@@ -84,20 +85,13 @@ def user_json(u: users_pb2.User) -> dict[str, Any]:
     return out
 
 
-def _call(request: web.Request) -> dict[str, Any]:
-    return {
-        "timeout": request.app[SETTINGS].request_timeout_s,
-        "metadata": (("x-request-id", request[REQUEST_ID]),),
-    }
-
-
 async def register(request: web.Request) -> web.Response:
     body = await read_body(request, RegisterBody)
     user = await request.app[GRPC].users.Register(
         users_pb2.RegisterRequest(
             full_name=body.full_name, email=body.email, password=body.password
         ),
-        **_call(request),
+        **grpc_options(request),
     )
     return web.json_response({"message": "success", "user": user_json(user)}, status=201)
 
@@ -105,7 +99,7 @@ async def register(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.Response:
     body = await read_body(request, LoginBody)
     reply = await request.app[GRPC].users.Login(
-        users_pb2.LoginRequest(email=body.email, password=body.password), **_call(request)
+        users_pb2.LoginRequest(email=body.email, password=body.password), **grpc_options(request)
     )
     return web.json_response(token_json(reply))
 
@@ -124,7 +118,7 @@ async def _refresh_token_of(request: web.Request) -> str:
 async def refresh(request: web.Request) -> web.Response:
     token = await _refresh_token_of(request)
     reply = await request.app[GRPC].users.Refresh(
-        users_pb2.RefreshRequest(refresh_token=token), **_call(request)
+        users_pb2.RefreshRequest(refresh_token=token), **grpc_options(request)
     )
     return web.json_response(token_json(reply))
 
@@ -132,7 +126,7 @@ async def refresh(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     token = await _refresh_token_of(request)
     await request.app[GRPC].users.Logout(
-        users_pb2.RefreshRequest(refresh_token=token), **_call(request)
+        users_pb2.RefreshRequest(refresh_token=token), **grpc_options(request)
     )
     return web.json_response({"message": "success"})
 
@@ -146,7 +140,7 @@ def _provider(request: web.Request) -> str:
 
 async def oauth_url(request: web.Request) -> web.Response:
     reply = await request.app[GRPC].users.OAuthStart(
-        users_pb2.OAuthStartRequest(provider=_provider(request)), **_call(request)
+        users_pb2.OAuthStartRequest(provider=_provider(request)), **grpc_options(request)
     )
     return web.json_response({"url": reply.url})
 
@@ -164,7 +158,7 @@ async def oauth_callback(request: web.Request) -> web.Response:
         raise Problem(400, "the state query parameter is missing", code="bad_request")
     reply = await request.app[GRPC].users.OAuthCallback(
         users_pb2.OAuthCallbackRequest(provider=provider, code=code, state=state),
-        **_call(request),
+        **grpc_options(request),
     )
     return web.json_response(token_json(reply))
 
@@ -175,7 +169,7 @@ async def me(request: web.Request) -> web.Response:
     if not user_id.isdigit():
         raise Problem(404, "this token is not an account's (a dev token?)", code="not_found")
     user = await request.app[GRPC].users.GetUserByID(
-        users_pb2.GetUserRequest(id=int(user_id)), **_call(request)
+        users_pb2.GetUserRequest(id=int(user_id)), **grpc_options(request)
     )
     return web.json_response(user_json(user))
 

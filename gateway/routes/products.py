@@ -14,6 +14,7 @@ from gateway.auth import require_role
 from gateway.identity import Identity
 from gateway.keys import BUS, GRPC, IDENTITY, REQUEST_ID, SETTINGS
 from gateway.problems import Problem
+from gateway.routes import grpc_options
 from gateway.validation import int_query, read_body
 from protos import products_pb2
 from topics import PRODUCTS_COMMANDS
@@ -55,8 +56,7 @@ async def list_products(request: web.Request) -> web.Response:
     size = int_query(request, "limit", default=settings.page_size, minimum=1, maximum=MAX_PAGE_SIZE)
     reply = await request.app[GRPC].products.ListProducts(
         products_pb2.ListProductsRequest(page=page, page_size=size),
-        timeout=settings.request_timeout_s,
-        metadata=_metadata(request),
+        **grpc_options(request),
     )
     return web.json_response(
         {
@@ -71,8 +71,7 @@ async def list_products(request: web.Request) -> web.Response:
 async def _get(request: web.Request, product_id: int) -> web.Response:
     reply = await request.app[GRPC].products.GetProduct(
         products_pb2.GetProductRequest(id=product_id),
-        timeout=request.app[SETTINGS].request_timeout_s,
-        metadata=_metadata(request),
+        **grpc_options(request),
     )
     return web.json_response(product_json(reply))
 
@@ -90,10 +89,6 @@ def _path_id(request: web.Request) -> int:
     if not raw.isdigit() or not 1 <= int(raw) < 2**63:
         raise Problem(404, f"no product {raw}", code="not_found")
     return int(raw)
-
-
-def _metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
-    return (("x-request-id", request[REQUEST_ID]),)
 
 
 def _command_id(request: web.Request, identity: Identity) -> uuid.UUID:
