@@ -105,4 +105,54 @@ class ProductDeleted(_Record):
 
 
 COMMANDS: tuple[type[BaseModel], ...] = (CreateProduct, UpdateProduct, DeleteProduct)
-EVENTS: tuple[type[BaseModel], ...] = (ProductCreated, ProductUpdated, ProductDeleted)
+
+
+class OrderLine(_Record):
+    product_id: ProductId
+    quantity: Annotated[int, Field(ge=1, le=10_000)]
+
+
+class ReservedLine(_Record):
+    product_id: ProductId
+    quantity: int
+    unit_price: Decimal
+
+
+class StockReserved(_Record):
+    """Every line of an order is held for it, at these unit prices. Key: the order id."""
+
+    type: Literal["StockReserved"] = "StockReserved"
+    event_id: UUID
+    occurred_at: datetime
+    order_id: int
+    lines: list[ReservedLine]
+    total: Decimal
+
+
+class StockRejected(_Record):
+    """Not every line could be held, so none is. Key: the order id."""
+
+    type: Literal["StockRejected"] = "StockRejected"
+    event_id: UUID
+    occurred_at: datetime
+    order_id: int
+    reason: str
+
+
+class StockReleased(_Record):
+    """An unpaid order's units are back on hand. Key: the order id."""
+
+    type: Literal["StockReleased"] = "StockReleased"
+    event_id: UUID
+    occurred_at: datetime
+    order_id: int
+
+
+EVENTS: tuple[type[BaseModel], ...] = (
+    ProductCreated,
+    ProductUpdated,
+    ProductDeleted,
+    StockReserved,
+    StockRejected,
+    StockReleased,
+)
