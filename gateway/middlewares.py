@@ -70,6 +70,7 @@ def _problem_for(request: web.Request, exc: BaseException) -> web.Response:
             headers=exc.headers,
             instance=instance,
             request_id=request_id,
+            extra=exc.extra,
         )
     if isinstance(exc, web.HTTPException):
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow",)}

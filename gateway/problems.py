@@ -34,8 +34,10 @@ class Problem(Exception):
         code: str | None = None,
         errors: list[FieldError] | None = None,
         headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(detail)
+        self.extra = extra or {}
         self.status = status
         self.detail = detail
         self.code = code

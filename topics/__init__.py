@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
-from topics import products, users
+from topics import orders, payments, products, users
 
 
 @dataclass(frozen=True)
@@ -50,13 +50,36 @@ ORDERS_COMMANDS = Topic(
     name="orders.commands",
     partitions=8,
     key="the user id",
-    summary="Order commands. Not handled yet: every message is dead-lettered.",
+    summary="Place an order: from the gateway, or a partner storefront.",
+    messages=orders.COMMANDS,
+)
+ORDERS_EVENTS = Topic(
+    name="orders.events",
+    partitions=8,
+    key="the order id",
+    summary="Each order's life: placed, awaiting payment, rejected, paid, cancelled.",
+    messages=orders.EVENTS,
 )
 PAYMENTS_COMMANDS = Topic(
     name="payments.commands",
     partitions=8,
+    key="the payment id",
+    summary="Pay a payment: from the gateway.",
+    messages=payments.COMMANDS,
+)
+PAYMENTS_PROVIDER_EVENTS = Topic(
+    name="payments.provider-events",
+    partitions=8,
+    key="the payment id",
+    summary="A payment provider reports outcomes here.",
+    messages=payments.PROVIDER,
+)
+PAYMENTS_EVENTS = Topic(
+    name="payments.events",
+    partitions=8,
     key="the order id",
-    summary="Payment commands. Not handled yet: every message is dead-lettered.",
+    summary="Payments created, succeeded (charged once) and failed or expired.",
+    messages=payments.EVENTS,
 )
 
 CATALOGUE: tuple[Topic, ...] = (
@@ -64,11 +87,19 @@ CATALOGUE: tuple[Topic, ...] = (
     PRODUCTS_EVENTS,
     USERS_EVENTS,
     ORDERS_COMMANDS,
+    ORDERS_EVENTS,
     PAYMENTS_COMMANDS,
+    PAYMENTS_PROVIDER_EVENTS,
+    PAYMENTS_EVENTS,
 )
 
 # Topics that take messages from outside the platform; what they reject goes to `<name>.dlq`.
-INBOUND: tuple[Topic, ...] = (PRODUCTS_COMMANDS, ORDERS_COMMANDS, PAYMENTS_COMMANDS)
+INBOUND: tuple[Topic, ...] = (
+    PRODUCTS_COMMANDS,
+    ORDERS_COMMANDS,
+    PAYMENTS_COMMANDS,
+    PAYMENTS_PROVIDER_EVENTS,
+)
 
 
 def all_topic_names() -> list[tuple[str, int]]:

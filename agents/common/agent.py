@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import asyncpg
 import faust
 from aiokafka.errors import KafkaError
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from agents.common.logs import request_id_var
 from agents.common.runtime import DomainRuntime
@@ -35,7 +37,10 @@ TRANSIENT: tuple[type[BaseException], ...] = (
 RETRY_FOR_S = 30.0
 
 
-async def _with_retry(call: Callable[[], Awaitable[Reply]]) -> Reply:
+R = TypeVar("R")
+
+
+async def _with_retry(call: Callable[[], Awaitable[R]]) -> R:
     """Retry an infrastructure failure (Postgres down, deadlock) with backoff, for a while."""
     deadline = time.monotonic() + RETRY_FOR_S
     delay = 0.05
@@ -86,16 +91,31 @@ async def dead_letter(runtime: DomainRuntime, topic: Topic, event: Any, reason: 
     )
 
 
+@dataclass(frozen=True)
+class RequestMeta:
+    """Where the reply to a request goes, when it is not sent at once but later."""
+
+    reply_to: str | None
+    correlation_id: str | None
+
+
+def _header(event: Any, name: str) -> str | None:
+    value = (event.headers or {}).get(name)
+    return value.decode(errors="replace") if isinstance(value, bytes) else None
+
+
 async def process_event(
     runtime: DomainRuntime,
     topic: Topic,
     event: Any,
     decode: Callable[[bytes], C],
-    handle: Callable[[C], Awaitable[Reply]],
-) -> Reply:
-    """Handle one message; never raises, so the agent never stops and nothing is dropped."""
-    request_id = (event.headers or {}).get(Headers.REQUEST_ID)
-    request_id_var.set(request_id.decode(errors="replace") if request_id else None)
+    handle: Callable[[C, RequestMeta], Awaitable[Reply | None]],
+) -> Reply | None:
+    """Handle one message; never raises, so the agent never stops and nothing is dropped.
+
+    None means the handler answers later (see RequestMeta)."""
+    request_id_var.set(_header(event, Headers.REQUEST_ID))
+    meta = RequestMeta(_header(event, Headers.REPLY_TO), _header(event, Headers.CORRELATION_ID))
     try:
         command = decode(event.value or b"")
     except ValidationError as e:
@@ -104,7 +124,7 @@ async def process_event(
         await dead_letter(runtime, topic, event, f"invalid: {reason}"[:1000])
         return Reply.failure(ErrorType.INVALID, "the message does not match its schema", errors)
     try:
-        reply = await _with_retry(lambda: handle(command))
+        reply = await _with_retry(lambda: handle(command, meta))
     except Exception as e:
         log.exception("handler failed")
         await dead_letter(runtime, topic, event, f"internal: {type(e).__name__}: {e}"[:1000])
@@ -118,16 +138,57 @@ def command_agent(
     runtime: DomainRuntime,
     topic: Topic,
     decode: Callable[[bytes], C],
-    handle: Callable[[C], Awaitable[Reply]],
+    handle: Callable[[C, RequestMeta], Awaitable[Reply | None]],
 ) -> None:
     """Register the agent of a command topic. It replies when the request names a reply topic."""
 
     async def agent(stream: Any) -> AsyncIterator[dict[str, Any]]:
         async for event in stream.events():
             reply = await process_event(runtime, topic, event, decode, handle)
-            yield reply.model_dump(mode="json")
+            if reply is not None:
+                yield reply.model_dump(mode="json")
 
     app.agent(_channel(app, topic), name=f"{topic.name}.agent", isolated_partitions=True)(agent)
+
+
+EventHandlers = dict[str, tuple[type[BaseModel], Callable[[Any], Awaitable[Reply]]]]
+
+
+def event_agent(
+    app: faust.App, runtime: DomainRuntime, topic: Topic, handlers: EventHandlers
+) -> None:
+    """Register an agent that reacts to some of a topic's events (by `type`), ignoring the rest.
+
+    Events come from our own outboxes, so one that does not parse is a bug: it is logged whole
+    and skipped, and the agent goes on."""
+
+    async def agent(stream: Any) -> None:
+        async for event in stream.events():
+            await _react(runtime, event, handlers)
+
+    app.agent(
+        _channel(app, topic), name=f"{topic.name}.{runtime.domain}", isolated_partitions=True
+    )(agent)
+
+
+async def _react(runtime: DomainRuntime, event: Any, handlers: EventHandlers) -> None:
+    raw = event.value or b""
+    try:
+        kind = json.loads(raw).get("type")
+    except (ValueError, AttributeError):
+        kind = None
+    if kind not in handlers:
+        return
+    model, handle = handlers[kind]
+    try:
+        message = model.model_validate_json(raw)
+        await _with_retry(lambda: handle(message))
+    except Exception:
+        log.exception(
+            "could not handle %s; the event, base64: %s", kind, base64.b64encode(raw).decode()
+        )
+        return
+    runtime.relay.wake()
 
 
 def not_yet_agent(app: faust.App, runtime: DomainRuntime, topic: Topic) -> None:

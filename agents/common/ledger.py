@@ -36,6 +36,16 @@ class Outbox(Protocol):
     ) -> None: ...
 
 
+def reply_envelope(correlation_id: str, reply: Reply) -> dict[str, object]:
+    """Faust's ReqRepResponse, as an agent's `yield` would send it: what the gateway reads."""
+    return {
+        "key": None,
+        "value": reply.model_dump(mode="json"),
+        "correlation_id": correlation_id,
+        "__faust": {"ns": "@ReqRepResponse"},
+    }
+
+
 class UnitOfWork(Protocol):
     @property
     def ledger(self) -> Ledger: ...
@@ -79,6 +89,17 @@ class PgOutbox:
     ) -> None:
         await self._conn.execute(
             ADD_EVENT, self._domain, topic, key, event.model_dump(mode="json"), dict(headers or {})
+        )
+
+    async def add_reply(self, reply_to: str, correlation_id: str, reply: Reply) -> None:
+        """A reply sent later than its request, with the state change that decides it."""
+        await self._conn.execute(
+            ADD_EVENT,
+            self._domain,
+            reply_to,
+            correlation_id,
+            reply_envelope(correlation_id, reply),
+            {},
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -89,8 +89,10 @@ class DomainRuntime(Service):
         settings: Settings,
         domain: str,
         add_servicers: Callable[[grpc.aio.Server, DomainRuntime], list[str]],
+        tasks: Sequence[Callable[[DomainRuntime], Awaitable[None]]] = (),
         **kwargs: Any,
     ) -> None:
+        self._background = tasks
         self.app = app
         self.settings = settings
         self.domain = domain
@@ -127,6 +129,8 @@ class DomainRuntime(Service):
         await self._producer.start()
         self._relay = OutboxRelay(self._pool, self._producer, self.domain)
         self.add_future(self._relay.run())
+        for task in self._background:
+            self.add_future(task(self))
         self.grpc = create_server(
             self.settings.listen_host,
             self.settings.grpc.port_of(self.domain),

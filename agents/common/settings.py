@@ -164,6 +164,7 @@ class Settings:
     jwt_audience: str = "shopstream"
     max_body_bytes: int = 1024 * 1024
     page_size: int = 10
+    payment_ttl_s: float = 900.0
     db_pool_max: int = 10
     state_dir: Path = Path(".shopstream")
     log_level: str = "INFO"
@@ -211,6 +212,7 @@ class Settings:
             jwt_audience=_str(e, "JWT_AUDIENCE", d.jwt_audience),
             max_body_bytes=_int(e, "MAX_BODY_BYTES", d.max_body_bytes),
             page_size=_int(e, "PAGE_SIZE", d.page_size),
+            payment_ttl_s=_float(e, "PAYMENT_TTL_S", d.payment_ttl_s),
             db_pool_max=_int(e, "DB_POOL_MAX", d.db_pool_max),
             state_dir=Path(_str(e, "SHOPSTREAM_STATE_DIR", str(d.state_dir))),
             log_level=_str(e, "LOG_LEVEL", d.log_level).upper(),

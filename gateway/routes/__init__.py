@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
-from gateway.keys import REQUEST_ID, SETTINGS
+from gateway.keys import BUS, IDENTITY, REQUEST_ID, SETTINGS
+from gateway.problems import Problem
+from topics.envelope import Headers, Reply
+
+IDEMPOTENCY_NS = uuid.UUID("6f1c1a52-6a8e-4d5e-9f55-1b7f3c1f0a11")
 
 
 def grpc_options(request: web.Request) -> dict[str, Any]:
@@ -15,3 +21,41 @@ def grpc_options(request: web.Request) -> dict[str, Any]:
         "timeout": request.app[SETTINGS].request_timeout_s,
         "metadata": (("x-request-id", request[REQUEST_ID]),),
     }
+
+
+def command_id(request: web.Request) -> uuid.UUID:
+    """A new command id; with an Idempotency-Key, the same one for the same user, route and key."""
+    key = request.headers.get("Idempotency-Key")
+    if not key:
+        return uuid.uuid4()
+    if len(key) > 255:
+        raise Problem(422, "Idempotency-Key is longer than 255 characters", code="invalid")
+    user = request[IDENTITY].user_id
+    return uuid.uuid5(IDEMPOTENCY_NS, f"{user}:{request.method}:{request.path}:{key}")
+
+
+async def request_reply(request: web.Request, topic: str, key: str, command: BaseModel) -> Reply:
+    """Send a command for the authenticated caller and wait for its reply."""
+    identity = request[IDENTITY]
+    headers = [
+        (Headers.REQUEST_ID, request[REQUEST_ID].encode()),
+        (Headers.USER_ID, identity.user_id.encode()),
+        (Headers.ROLES, identity.role.encode()),
+    ]
+    if "traceparent" in request.headers:
+        headers.append((Headers.TRACEPARENT, request.headers["traceparent"].encode()))
+    return await request.app[BUS].request(
+        topic, key, command.model_dump_json().encode(), headers=headers
+    )
+
+
+async def send_command(
+    request: web.Request, topic: str, key: str, command: BaseModel
+) -> dict[str, Any]:
+    """request_reply, with an error reply raised as its problem."""
+    reply = await request_reply(request, topic, key, command)
+    if not reply.ok:
+        assert reply.error is not None
+        raise Problem.of(reply.error.type, reply.error.detail, reply.error.errors)
+    assert reply.result is not None
+    return reply.result

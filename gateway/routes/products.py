@@ -8,17 +8,15 @@ from decimal import Decimal
 from typing import Any
 
 from aiohttp import web
-from pydantic import BaseModel
 
 from gateway.auth import require_role
-from gateway.identity import Identity
-from gateway.keys import BUS, GRPC, IDENTITY, REQUEST_ID, SETTINGS
+from gateway.keys import GRPC, SETTINGS
 from gateway.problems import Problem
-from gateway.routes import grpc_options
+from gateway.routes import command_id as new_command_id
+from gateway.routes import grpc_options, send_command
 from gateway.validation import int_query, read_body
 from protos import products_pb2
 from topics import PRODUCTS_COMMANDS
-from topics.envelope import Headers
 from topics.products import (
     CreateProduct,
     DeleteProduct,
@@ -91,40 +89,15 @@ def _path_id(request: web.Request) -> int:
     return int(raw)
 
 
-def _command_id(request: web.Request, identity: Identity) -> uuid.UUID:
-    key = request.headers.get("Idempotency-Key")
-    if not key:
-        return uuid.uuid4()
-    if len(key) > 255:
-        raise Problem(422, "Idempotency-Key is longer than 255 characters", code="invalid")
-    return uuid.uuid5(IDEMPOTENCY_NS, f"{identity.user_id}:{request.method}:{request.path}:{key}")
-
-
-async def _send(request: web.Request, key: str, command: BaseModel) -> dict[str, Any]:
-    identity: Identity = request[IDENTITY]
-    headers = [
-        (Headers.REQUEST_ID, request[REQUEST_ID].encode()),
-        (Headers.USER_ID, identity.user_id.encode()),
-        (Headers.ROLES, identity.role.encode()),
-    ]
-    if "traceparent" in request.headers:
-        headers.append((Headers.TRACEPARENT, request.headers["traceparent"].encode()))
-    reply = await request.app[BUS].request(
-        PRODUCTS_COMMANDS.name, key, command.model_dump_json().encode(), headers=headers
-    )
-    if not reply.ok:
-        assert reply.error is not None
-        raise Problem.of(reply.error.type, reply.error.detail, reply.error.errors)
-    assert reply.result is not None
-    return reply.result
-
-
 @require_role("admin")
 async def create_product(request: web.Request) -> web.Response:
     new = await read_body(request, NewProduct)
-    command_id = _command_id(request, request[IDENTITY])
-    result = await _send(
-        request, str(command_id), CreateProduct(command_id=command_id, product=new)
+    cid = new_command_id(request)
+    result = await send_command(
+        request,
+        PRODUCTS_COMMANDS.name,
+        str(cid),
+        CreateProduct(command_id=cid, product=new),
     )
     product = reply_product_json(result["product"])
     return web.json_response(
@@ -134,19 +107,23 @@ async def create_product(request: web.Request) -> web.Response:
 
 async def _update(request: web.Request, product_id: int) -> web.Response:
     changes = await read_body(request, ProductChanges)
-    command_id = _command_id(request, request[IDENTITY])
-    result = await _send(
+    cid = new_command_id(request)
+    result = await send_command(
         request,
+        PRODUCTS_COMMANDS.name,
         str(product_id),
-        UpdateProduct(command_id=command_id, product_id=product_id, changes=changes),
+        UpdateProduct(command_id=cid, product_id=product_id, changes=changes),
     )
     return web.json_response(reply_product_json(result["product"]))
 
 
 async def _delete(request: web.Request, product_id: int) -> web.Response:
-    command_id = _command_id(request, request[IDENTITY])
-    await _send(
-        request, str(product_id), DeleteProduct(command_id=command_id, product_id=product_id)
+    cid = new_command_id(request)
+    await send_command(
+        request,
+        PRODUCTS_COMMANDS.name,
+        str(product_id),
+        DeleteProduct(command_id=cid, product_id=product_id),
     )
     return web.json_response({"message": "success", "id": product_id})
 

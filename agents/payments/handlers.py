@@ -1,0 +1,129 @@
+"""The payments side of the checkout saga: one payment per order, charged at most once."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+from agents.common.errors import Conflict, Invalid, NotFound
+from agents.common.ledger import handle_once
+from agents.payments.repository import PaymentRow, PaymentsUnitOfWork
+from topics import PAYMENTS_EVENTS
+from topics.envelope import Reply
+from topics.orders import OrderAwaitingPayment
+from topics.payments import (
+    PaymentCreated,
+    PaymentFailed,
+    PaymentSucceeded,
+    PayPayment,
+    ProviderPaymentOutcome,
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _failed(uow: PaymentsUnitOfWork, payment: PaymentRow, reason: str) -> None:
+    event = PaymentFailed(
+        event_id=uuid.uuid4(),
+        occurred_at=_now(),
+        payment_id=payment.id,
+        order_id=payment.order_id,
+        reason=reason,
+    )
+    await uow.outbox.add(PAYMENTS_EVENTS.name, str(payment.order_id), event)
+
+
+async def _succeeded(uow: PaymentsUnitOfWork, payment: PaymentRow) -> None:
+    event = PaymentSucceeded(
+        event_id=uuid.uuid4(), occurred_at=_now(), payment_id=payment.id, order_id=payment.order_id
+    )
+    await uow.outbox.add(PAYMENTS_EVENTS.name, str(payment.order_id), event)
+
+
+async def on_order_awaiting_payment(
+    event: OrderAwaitingPayment, uow: PaymentsUnitOfWork, ttl_s: float
+) -> Reply:
+    async def apply(u: PaymentsUnitOfWork) -> Reply:
+        payment_id = await u.payments.create(event.order_id, event.user_id, event.total, ttl_s)
+        if payment_id is not None:
+            created = PaymentCreated(
+                event_id=uuid.uuid4(),
+                occurred_at=_now(),
+                payment_id=payment_id,
+                order_id=event.order_id,
+                user_id=event.user_id,
+                amount=event.total,
+            )
+            await u.outbox.add(PAYMENTS_EVENTS.name, str(event.order_id), created)
+        return Reply.success({"order_id": event.order_id, "payment_id": payment_id})
+
+    return await handle_once(uow, event.event_id, apply)
+
+
+async def pay(cmd: PayPayment, uow: PaymentsUnitOfWork) -> Reply:
+    """Charge the payment if it is the caller's, pending, and `money` is its amount exactly."""
+
+    async def apply(u: PaymentsUnitOfWork) -> Reply:
+        payment = await u.payments.lock(cmd.payment_id)
+        if payment is None or payment.user_id != cmd.user_id:
+            raise NotFound(f"payment {cmd.payment_id} does not exist")
+        if payment.status == "succeeded":
+            raise Conflict(f"payment {payment.id} is already paid")
+        if payment.status == "failed" or payment.expires_at < _now():
+            raise Conflict(
+                f"payment {payment.id} can no longer be paid ({payment.reason or 'expired'})"
+            )
+        if cmd.money != payment.amount:
+            raise Invalid(f"money must be the payment's amount, {payment.amount}")
+        await u.payments.settle(payment.id, "succeeded")
+        await u.payments.record(payment.id, cmd.money, "succeeded", "api")
+        await _succeeded(u, payment)
+        return Reply.success(
+            {
+                "message": "payment successful",
+                "payment_id": payment.id,
+                "order_id": payment.order_id,
+            }
+        )
+
+    return await handle_once(uow, cmd.command_id, apply)
+
+
+async def provider_outcome(event: ProviderPaymentOutcome, uow: PaymentsUnitOfWork) -> Reply:
+    """A provider's report: applied to a pending payment, ignored (and recorded) otherwise."""
+
+    async def apply(u: PaymentsUnitOfWork) -> Reply:
+        payment = await u.payments.lock(event.payment_id)
+        if payment is None:
+            raise NotFound(f"payment {event.payment_id} does not exist")
+        if payment.status != "pending":
+            await u.payments.record(
+                payment.id, event.amount, f"ignored:{event.outcome}", event.reference
+            )
+            return Reply.success({"payment_id": payment.id, "applied": False})
+        if event.outcome == "succeeded" and event.amount == payment.amount:
+            await u.payments.settle(payment.id, "succeeded")
+            await u.payments.record(payment.id, event.amount, "succeeded", event.reference)
+            await _succeeded(u, payment)
+        else:
+            reason = event.reason or (
+                "amount mismatch" if event.outcome == "succeeded" else "declined by the provider"
+            )
+            await u.payments.settle(payment.id, "failed", reason)
+            await u.payments.record(payment.id, event.amount, "failed", event.reference)
+            await _failed(u, payment, reason)
+        return Reply.success({"payment_id": payment.id, "applied": True})
+
+    return await handle_once(uow, event.event_id, apply)
+
+
+async def expire_due(uow: PaymentsUnitOfWork, limit: int = 100) -> int:
+    """Fail the pending payments past their deadline; each one once, whoever else runs this."""
+    async with uow:
+        expired = await uow.payments.expire_due(limit)
+        for payment in expired:
+            await _failed(uow, payment, "expired")
+        await uow.commit()
+    return len(expired)

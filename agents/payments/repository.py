@@ -1,0 +1,103 @@
+"""Payments' SQL, and the unit of work of the payments domain."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from agents.common.db import PgUnitOfWork
+
+COLUMNS = "id, order_id, user_id, amount, status, reason, expires_at, created_at, updated_at"
+CREATE = """
+INSERT INTO payments (order_id, user_id, amount, expires_at)
+VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+ON CONFLICT (order_id) DO NOTHING RETURNING id
+"""
+LOCK = f"SELECT {COLUMNS} FROM payments WHERE id = $1 FOR UPDATE"
+SET_STATUS = "UPDATE payments SET status = $2, reason = $3 WHERE id = $1"
+TRANSACTION = """
+INSERT INTO payment_transactions (payment_id, money, outcome, source) VALUES ($1, $2, $3, $4)
+"""
+EXPIRE_DUE = f"""
+UPDATE payments SET status = 'failed', reason = 'expired'
+WHERE id IN (
+    SELECT id FROM payments WHERE status = 'pending' AND expires_at < now()
+    ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+)
+RETURNING {COLUMNS}
+"""
+BY_ORDER_FOR_USER = f"SELECT {COLUMNS} FROM payments WHERE order_id = $1 AND user_id = $2"
+
+
+@dataclass(frozen=True)
+class PaymentRow:
+    id: int
+    order_id: int
+    user_id: int
+    amount: Decimal
+    status: str
+    reason: str | None
+    expires_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """The seed's Payment; it called the amount `total_price` too."""
+        return {
+            "id": self.id,
+            "order_id": self.order_id,
+            "user_id": self.user_id,
+            "amount": float(self.amount),
+            "total_price": float(self.amount),
+            "status": self.status,
+            "reason": self.reason,
+            "expires_at": self.expires_at.isoformat(),
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
+
+def _payment(row: asyncpg.Record | None) -> PaymentRow | None:
+    return None if row is None else PaymentRow(**dict(row))
+
+
+class PaymentRepository:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def create(
+        self, order_id: int, user_id: int, amount: Decimal, ttl_s: float
+    ) -> int | None:
+        """The new payment's id, or None when the order has one already."""
+        payment_id: int | None = await self._conn.fetchval(CREATE, order_id, user_id, amount, ttl_s)
+        return payment_id
+
+    async def lock(self, payment_id: int) -> PaymentRow | None:
+        return _payment(await self._conn.fetchrow(LOCK, payment_id))
+
+    async def settle(self, payment_id: int, status: str, reason: str | None = None) -> None:
+        await self._conn.execute(SET_STATUS, payment_id, status, reason)
+
+    async def record(self, payment_id: int, money: Decimal, outcome: str, source: str) -> None:
+        await self._conn.execute(TRANSACTION, payment_id, money, outcome, source)
+
+    async def expire_due(self, limit: int) -> list[PaymentRow]:
+        rows = await self._conn.fetch(EXPIRE_DUE, limit)
+        return [p for r in rows if (p := _payment(r)) is not None]
+
+
+class PaymentsUnitOfWork(PgUnitOfWork):
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool, "payments")
+
+    def bind(self, conn: asyncpg.Connection) -> None:
+        super().bind(conn)
+        self.payments = PaymentRepository(conn)
+
+
+async def payment_for_user(pool: asyncpg.Pool, user_id: int, order_id: int) -> PaymentRow | None:
+    return _payment(await pool.fetchrow(BY_ORDER_FOR_USER, order_id, user_id))

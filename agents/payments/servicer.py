@@ -1,0 +1,48 @@
+"""gRPC PaymentService: a user's payment by order id; another user's is NOT_FOUND."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from agents.common.errors import NotFound
+from agents.common.rpc import rpc
+from agents.payments.repository import PaymentRow, payment_for_user
+from protos import payments_pb2, payments_pb2_grpc
+
+
+def _ts(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def payment_proto(p: PaymentRow) -> payments_pb2.Payment:
+    return payments_pb2.Payment(
+        id=p.id,
+        order_id=p.order_id,
+        user_id=p.user_id,
+        amount=f"{p.amount:.2f}",
+        status=p.status,
+        reason=p.reason or "",
+        expires_at=_ts(p.expires_at),
+        created_at=_ts(p.created_at),
+        updated_at=_ts(p.updated_at),
+    )
+
+
+class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):  # type: ignore[misc]
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @rpc
+    async def GetPaymentByOrderId(
+        self, request: payments_pb2.GetPaymentByOrderIdRequest, context: grpc.aio.ServicerContext
+    ) -> payments_pb2.Payment:
+        payment = await payment_for_user(self._pool, request.user_id, request.order_id)
+        if payment is None:
+            raise NotFound(f"no payment for order {request.order_id}")
+        return payment_proto(payment)
