@@ -20,7 +20,7 @@ from gateway.edge import (
 from gateway.grpc_clients import GrpcClients
 from gateway.keys import BUS, GRPC, SETTINGS
 from gateway.middlewares import error_middleware, request_id_middleware
-from gateway.routes import auth, health, products
+from gateway.routes import auth, health, orders, products
 
 
 async def bus_context(app: web.Application) -> AsyncIterator[None]:
@@ -66,5 +66,6 @@ def create_app(
     health.setup_routes(app)
     products.setup_routes(app)
     auth.setup_routes(app)
+    orders.setup_routes(app)
     openapi.setup_routes(app)
     return app

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.routes.auth import LoginBody, RefreshBody, RegisterBody
+from gateway.routes.orders import OrderBody, PaymentBody
 from topics.products import NewProduct, ProductChanges
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
@@ -37,6 +38,8 @@ def ref(name: str) -> dict[str, str]:
 
 PRODUCT = ref("Product")
 USER = ref("User")
+ORDER = ref("Order")
+ORDER_ID = {"name": "order_id", "in": "path", "required": True, "schema": {"type": "integer"}}
 TOKENS = {"200": {"description": "tokens", **_json(ref("TokenResponse"))}}
 PROVIDER = {
     "name": "provider",
@@ -112,6 +115,74 @@ def openapi_document() -> dict[str, Any]:
         404,
         504,
         parameters=[ID_PATH],
+    )
+    place = _op(
+        "Place an order; prices come from the catalogue",
+        {
+            "201": {
+                "description": "awaiting payment",
+                **_json({"type": "object", "properties": {"order": ORDER}}),
+            },
+            "202": {"description": "still being placed: poll the Location"},
+        },
+        400,
+        401,
+        403,
+        409,
+        413,
+        422,
+        429,
+        security=BEARER,
+        parameters=[IDEMPOTENCY],
+        requestBody={"required": True, **_json(ref("OrderBody"))},
+    )
+    list_orders = _op(
+        "The caller's orders, newest first",
+        {
+            "200": {
+                "description": "orders",
+                **_json(
+                    {"type": "object", "properties": {"orders": {"type": "array", "items": ORDER}}}
+                ),
+            }
+        },
+        401,
+        403,
+        422,
+        security=BEARER,
+        parameters=[{"name": "offset", "in": "query", "schema": {"type": "integer"}}],
+    )
+    get_order = _op(
+        "One of the caller's orders, with items and status history",
+        {"200": {"description": "the order", **_json(ORDER)}},
+        401,
+        403,
+        404,
+        security=BEARER,
+        parameters=[ORDER_ID],
+    )
+    pay = _op(
+        "Pay a payment: `money` must be its amount",
+        {"200": {"description": "paid", **_json({"type": "object"})}},
+        400,
+        401,
+        403,
+        404,
+        409,
+        422,
+        504,
+        security=BEARER,
+        parameters=[IDEMPOTENCY],
+        requestBody={"required": True, **_json(ref("PaymentBody"))},
+    )
+    payment = _op(
+        "The payment of one of the caller's orders",
+        {"200": {"description": "the payment", **_json(ref("Payment"))}},
+        401,
+        403,
+        404,
+        security=BEARER,
+        parameters=[ORDER_ID],
     )
     return {
         "openapi": "3.1.0",
@@ -232,6 +303,32 @@ def openapi_document() -> dict[str, Any]:
                     security=BEARER,
                 )
             },
+            "/order/": {"post": place, "get": list_orders},
+            "/api/v1/orders": {"post": place, "get": list_orders},
+            "/order/{order_id}": {"get": get_order},
+            "/api/v1/orders/{order_id}": {"get": get_order},
+            "/api/v1/orders/requests/{command_id}": {
+                "get": _op(
+                    "The order a placement made (poll after a 202)",
+                    {"200": {"description": "the order", **_json(ORDER)}},
+                    401,
+                    403,
+                    404,
+                    security=BEARER,
+                    parameters=[
+                        {
+                            "name": "command_id",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                )
+            },
+            "/payment/transaction": {"post": pay},
+            "/api/v1/payments/transaction": {"post": pay},
+            "/payment/order/{order_id}": {"get": payment},
+            "/api/v1/orders/{order_id}/payment": {"get": payment},
             "/healthz": {"get": _op("Alive", {"200": {"description": "alive"}})},
             "/readyz": {
                 "get": _op(
@@ -249,6 +346,25 @@ def openapi_document() -> dict[str, Any]:
             "schemas": {
                 "NewProduct": NewProduct.model_json_schema(),
                 "RegisterBody": RegisterBody.model_json_schema(),
+                "OrderBody": OrderBody.model_json_schema(),
+                "PaymentBody": PaymentBody.model_json_schema(),
+                "Order": {
+                    "type": "object",
+                    "required": [
+                        "id",
+                        "user_id",
+                        "total_price",
+                        "status",
+                        "created_at",
+                        "updated_at",
+                        "order_items",
+                        "status_history",
+                    ],
+                },
+                "Payment": {
+                    "type": "object",
+                    "required": ["id", "order_id", "amount", "total_price", "status", "created_at"],
+                },
                 "LoginBody": LoginBody.model_json_schema(),
                 "RefreshBody": RefreshBody.model_json_schema(),
                 "TokenResponse": {

@@ -1,0 +1,217 @@
+"""Orders and payments: the seed's /order/ and /payment/ routes verbatim, and /api/v1 beside them.
+
+Placing and paying are commands on Kafka; reading is gRPC. A user sees only their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC
+from decimal import Decimal
+from typing import Annotated, Any
+
+from aiohttp import web
+from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.auth import require_role
+from gateway.bus import BusTimeout
+from gateway.keys import GRPC, IDENTITY
+from gateway.problems import Problem
+from gateway.routes import command_id, grpc_options, request_reply, send_command
+from gateway.validation import int_query, read_body
+from protos import orders_pb2, payments_pb2
+from topics import ORDERS_COMMANDS, PAYMENTS_COMMANDS
+from topics.orders import PlaceOrder
+from topics.payments import Money, PayPayment
+from topics.products import OrderLine
+
+PAGE = 10
+
+
+class OrderBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    items: Annotated[list[OrderLine], Field(min_length=1, max_length=100)]
+    # The seed's clients send a total; the server computes it and never reads this one.
+    total_price: float | None = None
+
+
+class PaymentBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    payment_id: Annotated[int, Field(ge=1, le=2**63 - 1)]
+    money: Money
+
+
+def _time(ts: Timestamp) -> str:
+    return ts.ToDatetime(tzinfo=UTC).isoformat()
+
+
+def _money(value: str) -> float | None:
+    return float(Decimal(value)) if value else None
+
+
+def order_json(o: orders_pb2.Order) -> dict[str, Any]:
+    return {
+        "id": o.id,
+        "user_id": o.user_id,
+        "total_price": _money(o.total_price),
+        "status": o.status,
+        "reason": o.reason or None,
+        "created_at": _time(o.created_at),
+        "updated_at": _time(o.updated_at),
+        "order_items": [
+            {
+                "id": i.id,
+                "order_id": i.order_id,
+                "product_id": i.product_id,
+                "quantity": i.quantity,
+                "price": _money(i.price),
+            }
+            for i in o.items
+        ],
+        "status_history": [
+            {"status": h.status, "reason": h.reason or None, "at": _time(h.at)} for h in o.history
+        ],
+    }
+
+
+def payment_json(p: payments_pb2.Payment) -> dict[str, Any]:
+    amount = _money(p.amount)
+    return {
+        "id": p.id,
+        "order_id": p.order_id,
+        "user_id": p.user_id,
+        "amount": amount,
+        "total_price": amount,
+        "status": p.status,
+        "reason": p.reason or None,
+        "expires_at": _time(p.expires_at),
+        "created_at": _time(p.created_at),
+        "updated_at": _time(p.updated_at),
+    }
+
+
+def _user_id(request: web.Request) -> int:
+    user_id = request[IDENTITY].user_id
+    if not user_id.isdigit():
+        raise Problem(
+            403, "orders need an account: log in (a dev token has no user)", code="forbidden"
+        )
+    return int(user_id)
+
+
+def _request_hash(body: OrderBody) -> str:
+    lines = sorted((line.product_id, line.quantity) for line in body.items)
+    return hashlib.sha256(json.dumps(lines).encode()).hexdigest()
+
+
+@require_role("user", "admin")
+async def place_order(request: web.Request) -> web.Response:
+    user_id = _user_id(request)
+    body = await read_body(request, OrderBody)
+    cid = command_id(request)
+    cmd = PlaceOrder(
+        command_id=cid, user_id=user_id, items=body.items, request_hash=_request_hash(body)
+    )
+    try:
+        reply = await request_reply(request, ORDERS_COMMANDS.name, str(user_id), cmd)
+    except BusTimeout:
+        location = f"/api/v1/orders/requests/{cid}"
+        return web.json_response(
+            {"message": "accepted: the order is being placed", "location": location},
+            status=202,
+            headers={"Location": location},
+        )
+    if not reply.ok:
+        assert reply.error is not None
+        raise Problem.of(reply.error.type, reply.error.detail, reply.error.errors)
+    assert reply.result is not None
+    order = reply.result["order"]
+    if order["status"] == "rejected":
+        raise Problem(
+            409,
+            f"order {order['id']} was rejected: {order['reason']}",
+            code="conflict",
+            extra={"order": order},
+        )
+    return web.json_response(
+        {"order": order}, status=201, headers={"Location": f"/api/v1/orders/{order['id']}"}
+    )
+
+
+@require_role("user", "admin")
+async def list_orders(request: web.Request) -> web.Response:
+    offset = int_query(request, "offset", default=0, maximum=10_000_000)
+    reply = await request.app[GRPC].orders.ListOrders(
+        orders_pb2.ListOrdersRequest(user_id=_user_id(request), offset=offset, limit=PAGE),
+        **grpc_options(request),
+    )
+    return web.json_response({"orders": [order_json(o) for o in reply.orders]})
+
+
+def _id(request: web.Request, name: str) -> int:
+    raw = request.match_info[name]
+    if not raw.isdigit() or not 1 <= int(raw) < 2**63:
+        raise Problem(404, f"no such {name.removesuffix('_id')} {raw}", code="not_found")
+    return int(raw)
+
+
+@require_role("user", "admin")
+async def get_order(request: web.Request) -> web.Response:
+    reply = await request.app[GRPC].orders.GetOrder(
+        orders_pb2.GetOrderRequest(user_id=_user_id(request), order_id=_id(request, "order_id")),
+        **grpc_options(request),
+    )
+    return web.json_response(order_json(reply))
+
+
+@require_role("user", "admin")
+async def order_by_request(request: web.Request) -> web.Response:
+    reply = await request.app[GRPC].orders.GetOrderByRequest(
+        orders_pb2.GetOrderByRequestRequest(
+            user_id=_user_id(request), command_id=request.match_info["command_id"]
+        ),
+        **grpc_options(request),
+    )
+    return web.json_response(order_json(reply))
+
+
+@require_role("user", "admin")
+async def pay(request: web.Request) -> web.Response:
+    body = await read_body(request, PaymentBody)
+    cmd = PayPayment(
+        command_id=command_id(request),
+        payment_id=body.payment_id,
+        user_id=_user_id(request),
+        money=body.money,
+    )
+    result = await send_command(request, PAYMENTS_COMMANDS.name, str(body.payment_id), cmd)
+    return web.json_response(result)
+
+
+@require_role("user", "admin")
+async def payment_by_order(request: web.Request) -> web.Response:
+    reply = await request.app[GRPC].payments.GetPaymentByOrderId(
+        payments_pb2.GetPaymentByOrderIdRequest(
+            user_id=_user_id(request), order_id=_id(request, "order_id")
+        ),
+        **grpc_options(request),
+    )
+    return web.json_response(payment_json(reply))
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_post("/order/", place_order)
+    app.router.add_get("/order/", list_orders)
+    app.router.add_get("/order/{order_id}", get_order)
+    app.router.add_post("/api/v1/orders", place_order)
+    app.router.add_get("/api/v1/orders", list_orders)
+    app.router.add_get("/api/v1/orders/{order_id}", get_order)
+    app.router.add_get("/api/v1/orders/requests/{command_id}", order_by_request)
+    app.router.add_post("/payment/transaction", pay)
+    app.router.add_get("/payment/order/{order_id}", payment_by_order)
+    app.router.add_post("/api/v1/payments/transaction", pay)
+    app.router.add_get("/api/v1/orders/{order_id}/payment", payment_by_order)
