@@ -15,6 +15,8 @@ GENEROUS_LIMITS = {
     "RATE_LIMIT_AUTH_PER_MIN": "100000",
     "RATE_LIMIT_IP_PER_MIN": "100000",
     "RATE_LIMIT_USER_PER_MIN": "100000",
+    # Short enough for the expiry test to see a payment expire.
+    "PAYMENT_TTL_S": "8",
 }
 
 

@@ -1,0 +1,292 @@
+"""The checkout saga on the real processes: orders, stock and payments, verbatim seed calls."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.e2e.platform import SHOPSTREAM, Platform
+from tests.helpers import eventually
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(limit=300)
+    async with aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=30), connector=connector
+    ) as session:
+        yield session
+
+
+async def call(
+    http: aiohttp.ClientSession, method: str, url: str, status: int, **kw: Any
+) -> dict[str, Any]:
+    async with http.request(method, url, **kw) as resp:
+        body: dict[str, Any] = await resp.json(content_type=None)
+        assert resp.status == status, body
+        return body
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+async def admin(platform: Platform) -> dict[str, str]:
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [SHOPSTREAM, "dev-token"],
+        env=platform.env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return bearer(out.stdout.splitlines()[-1])
+
+
+async def new_user(platform: Platform, http: aiohttp.ClientSession) -> dict[str, str]:
+    email, password = f"buyer-{uuid.uuid4().hex[:10]}@example.com", uuid.uuid4().hex
+    await call(
+        http,
+        "POST",
+        f"{platform.url}/api/v1/auth/register",
+        201,
+        json={"full_name": "Some Buyer", "email": email, "password": password},
+    )
+    tokens = await call(
+        http,
+        "POST",
+        f"{platform.url}/api/v1/auth/login",
+        200,
+        json={"email": email, "password": password},
+    )
+    return bearer(tokens["token"])
+
+
+async def new_product(
+    platform: Platform,
+    http: aiohttp.ClientSession,
+    admin: dict[str, str],
+    stock: int,
+    price: float = 12.5,
+) -> int:
+    product = await call(
+        http,
+        "POST",
+        f"{platform.url}/product/",
+        201,
+        headers=admin,
+        json={"name": f"saga-{uuid.uuid4().hex[:8]}", "price": price, "stock": stock},
+    )
+    return int(product["id"])
+
+
+async def stock_of(platform: Platform, http: aiohttp.ClientSession, product_id: int) -> int:
+    product = await call(http, "GET", f"{platform.url}/api/v1/products/{product_id}", 200)
+    return int(product["stock"])
+
+
+async def test_order_then_pay(
+    platform: Platform, http: aiohttp.ClientSession, admin: dict[str, str]
+) -> None:
+    url = platform.url
+    buyer = await new_user(platform, http)
+    a, b = (
+        await new_product(platform, http, admin, 10, 12.5),
+        await new_product(platform, http, admin, 5, 3.0),
+    )
+    placed = await call(
+        http,
+        "POST",
+        f"{url}/order/",
+        201,
+        headers=buyer,
+        json={
+            "total_price": 0.01,
+            "items": [{"product_id": a, "quantity": 2}, {"product_id": b, "quantity": 1}],
+        },
+    )
+    order = placed["order"]
+    assert order["status"] == "awaiting_payment"
+    assert order["total_price"] == 28.0
+    assert sorted((i["product_id"], i["price"]) for i in order["order_items"]) == [
+        (a, 12.5),
+        (b, 3.0),
+    ]
+    assert [h["status"] for h in order["status_history"]] == ["pending", "awaiting_payment"]
+    assert await stock_of(platform, http, a) == 8
+
+    async def payment() -> dict[str, Any] | None:
+        async with http.get(f"{url}/payment/order/{order['id']}", headers=buyer) as resp:
+            return dict(await resp.json()) if resp.status == 200 else None
+
+    pay = await eventually(payment, what="the order's payment")
+    assert (pay["amount"], pay["total_price"], pay["status"]) == (28.0, 28.0, "pending")
+    await call(
+        http,
+        "POST",
+        f"{url}/payment/transaction",
+        422,
+        headers=buyer,
+        json={"payment_id": pay["id"], "money": 27.99},
+    )
+    done = await call(
+        http,
+        "POST",
+        f"{url}/payment/transaction",
+        200,
+        headers=buyer,
+        json={"payment_id": pay["id"], "money": 28.0},
+    )
+    assert "message" in done
+    await call(
+        http,
+        "POST",
+        f"{url}/payment/transaction",
+        409,
+        headers=buyer,
+        json={"payment_id": pay["id"], "money": 28.0},
+    )
+
+    async def paid() -> dict[str, Any] | None:
+        got = await call(http, "GET", f"{url}/order/{order['id']}", 200, headers=buyer)
+        return got if got["status"] == "paid" else None
+
+    final = await eventually(paid, what="the order paid")
+    assert [h["status"] for h in final["status_history"]][-1] == "paid"
+    history = await call(http, "GET", f"{url}/order/?offset=0", 200, headers=buyer)
+    assert [o["id"] for o in history["orders"]] == [order["id"]]
+
+
+async def test_an_order_past_the_stock_is_rejected(
+    platform: Platform, http: aiohttp.ClientSession, admin: dict[str, str]
+) -> None:
+    buyer = await new_user(platform, http)
+    product = await new_product(platform, http, admin, 1)
+    rejected = await call(
+        http,
+        "POST",
+        f"{platform.url}/order/",
+        409,
+        headers=buyer,
+        json={"items": [{"product_id": product, "quantity": 2}]},
+    )
+    assert rejected["order"]["status"] == "rejected"
+    assert await stock_of(platform, http, product) == 1
+    await call(http, "POST", f"{platform.url}/order/", 422, headers=buyer, json={"items": []})
+
+
+async def test_two_hundred_orders_for_fifty_units(
+    platform: Platform, http: aiohttp.ClientSession, admin: dict[str, str]
+) -> None:
+    product = await new_product(platform, http, admin, 50)
+    buyers = [await new_user(platform, http) for _ in range(8)]
+
+    async def order(i: int) -> int:
+        async with http.post(
+            f"{platform.url}/order/",
+            headers=buyers[i % len(buyers)],
+            json={"items": [{"product_id": product, "quantity": 1}]},
+        ) as r:
+            return r.status
+
+    statuses = await asyncio.gather(*(order(i) for i in range(200)))
+    assert statuses.count(201) == 50
+    assert statuses.count(409) == 150
+    assert await stock_of(platform, http, product) == 0
+
+
+async def test_an_unpaid_order_expires_and_its_stock_comes_back(
+    platform: Platform, http: aiohttp.ClientSession, admin: dict[str, str]
+) -> None:
+    buyer = await new_user(platform, http)
+    product = await new_product(platform, http, admin, 3)
+    placed = await call(
+        http,
+        "POST",
+        f"{platform.url}/order/",
+        201,
+        headers=buyer,
+        json={"items": [{"product_id": product, "quantity": 3}]},
+    )
+    assert await stock_of(platform, http, product) == 0
+
+    async def cancelled() -> dict[str, Any] | None:
+        got = await call(
+            http, "GET", f"{platform.url}/order/{placed['order']['id']}", 200, headers=buyer
+        )
+        return got if got["status"] == "cancelled" else None
+
+    order = await eventually(cancelled, timeout=30, what="the unpaid order cancelled")
+    assert order["status_history"][-1]["reason"] == "expired"
+
+    async def restored() -> bool:
+        return await stock_of(platform, http, product) == 3
+
+    await eventually(restored, what="the stock released")
+
+
+async def test_orders_and_payments_are_their_owners_only(
+    platform: Platform, http: aiohttp.ClientSession, admin: dict[str, str]
+) -> None:
+    url = platform.url
+    owner, other = await new_user(platform, http), await new_user(platform, http)
+    product = await new_product(platform, http, admin, 5)
+    order = (
+        await call(
+            http,
+            "POST",
+            f"{url}/order/",
+            201,
+            headers=owner,
+            json={"items": [{"product_id": product, "quantity": 1}]},
+        )
+    )["order"]
+
+    async def payment() -> dict[str, Any] | None:
+        async with http.get(f"{url}/payment/order/{order['id']}", headers=owner) as resp:
+            return dict(await resp.json()) if resp.status == 200 else None
+
+    pay = await eventually(payment, what="the payment")
+    await call(http, "GET", f"{url}/order/{order['id']}", 404, headers=other)
+    await call(http, "GET", f"{url}/payment/order/{order['id']}", 404, headers=other)
+    await call(
+        http,
+        "POST",
+        f"{url}/payment/transaction",
+        404,
+        headers=other,
+        json={"payment_id": pay["id"], "money": pay["amount"]},
+    )
+    assert (await call(http, "GET", f"{url}/order/?offset=0", 200, headers=other)) == {"orders": []}
+    await call(http, "GET", f"{url}/order/{order['id']}", 401)
+
+
+async def test_idempotency_keys(
+    platform: Platform, http: aiohttp.ClientSession, admin: dict[str, str]
+) -> None:
+    buyer = await new_user(platform, http)
+    product = await new_product(platform, http, admin, 5)
+    headers = {**buyer, "Idempotency-Key": uuid.uuid4().hex}
+    body = {"items": [{"product_id": product, "quantity": 1}]}
+    first = await call(http, "POST", f"{platform.url}/order/", 201, headers=headers, json=body)
+    again = await call(http, "POST", f"{platform.url}/order/", 201, headers=headers, json=body)
+    assert again["order"]["id"] == first["order"]["id"]
+    await call(
+        http,
+        "POST",
+        f"{platform.url}/order/",
+        422,
+        headers=headers,
+        json={"items": [{"product_id": product, "quantity": 2}]},
+    )
+    assert await stock_of(platform, http, product) == 4
