@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -10,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from tests.e2e.platform import SHOPSTREAM, Platform
 from tests.helpers import eventually
@@ -290,3 +292,70 @@ async def test_idempotency_keys(
         json={"items": [{"product_id": product, "quantity": 2}]},
     )
     assert await stock_of(platform, http, product) == 4
+
+
+async def test_a_partner_report_pays_and_a_bad_one_is_dead_lettered(
+    platform: Platform, http: aiohttp.ClientSession, admin: dict[str, str]
+) -> None:
+    buyer = await new_user(platform, http)
+    product = await new_product(platform, http, admin, 2, price=5.0)
+    order = (
+        await call(
+            http,
+            "POST",
+            f"{platform.url}/order/",
+            201,
+            headers=buyer,
+            json={"items": [{"product_id": product, "quantity": 1}]},
+        )
+    )["order"]
+
+    async def payment() -> dict[str, Any] | None:
+        async with http.get(f"{platform.url}/payment/order/{order['id']}", headers=buyer) as resp:
+            return dict(await resp.json()) if resp.status == 200 else None
+
+    pay = await eventually(payment, what="the payment")
+    marker = uuid.uuid4().hex
+    producer = AIOKafkaProducer(bootstrap_servers=platform.kafka, acks="all")
+    await producer.start()
+    try:
+        report = {
+            "type": "ProviderPaymentOutcome",
+            "event_id": str(uuid.uuid4()),
+            "payment_id": pay["id"],
+            "outcome": "succeeded",
+            "amount": "5.00",
+            "reference": "psp-42",
+        }
+        await producer.send_and_wait(
+            "payments.provider-events", json.dumps(report).encode(), key=str(pay["id"]).encode()
+        )
+        await producer.send_and_wait(
+            "payments.provider-events", b'{"type": "nonsense"}', key=marker.encode()
+        )
+    finally:
+        await producer.stop()
+
+    async def paid() -> bool:
+        got = await call(http, "GET", f"{platform.url}/order/{order['id']}", 200, headers=buyer)
+        return bool(got["status"] == "paid")
+
+    await eventually(paid, what="the order paid by the provider's report")
+    consumer = AIOKafkaConsumer(bootstrap_servers=platform.kafka, fetch_max_wait_ms=10)
+    await consumer.start()
+    try:
+        tp = TopicPartition("payments.provider-events.dlq", 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+
+        async def dead() -> Any:
+            for messages in (await consumer.getmany(timeout_ms=100)).values():
+                for m in messages:
+                    if m.key == marker.encode():
+                        return m
+            return None
+
+        message = await eventually(dead, what="the bad report on the DLQ")
+    finally:
+        await consumer.stop()
+    assert dict(message.headers)["x-dlq-reason"].startswith(b"invalid:")
