@@ -17,6 +17,8 @@ class GrpcServer:
     service_names: list[str]
 
     async def start(self) -> None:
+        # The health service starts out SERVING; a worker is not ready until it says so.
+        await self.set_serving(False)
         await self.server.start()
 
     async def set_serving(self, serving: bool) -> None:
