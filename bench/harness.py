@@ -34,6 +34,13 @@ SERVICE_ADDRS = (
     "PAYMENT_SERVICE_ADDR",
 )
 RESERVED_PORTS = frozenset({8080})
+# The gateway's per-user and per-IP rate limits, lifted: the benchmarks measure the platform,
+# not the limiter (which still runs). Set these variables to measure with other limits.
+BENCH_DEFAULTS = {
+    "RATE_LIMIT_USER_PER_MIN": "100000000",
+    "RATE_LIMIT_IP_PER_MIN": "100000000",
+}
+REPO = Path(__file__).resolve().parent.parent
 
 
 def progress(message: str) -> None:
@@ -91,6 +98,8 @@ def platform_env(state_dir: Path) -> dict[str, str]:
     env["GATEWAY_PORT"] = str(gateway)
     env["LISTEN_HOST"] = "127.0.0.1"
     env["SHOPSTREAM_STATE_DIR"] = str(state_dir)
+    for name, value in BENCH_DEFAULTS.items():
+        env.setdefault(name, value)
     return env
 
 
@@ -114,6 +123,69 @@ def leftovers(marker: str) -> list[str]:
     return found
 
 
+def _stat(pid: int) -> tuple[int, int] | None:
+    """(parent pid, CPU clock ticks used) of a process, None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(rest[1]), int(rest[11]) + int(rest[12])
+
+
+def process_label(pid: int) -> str:
+    """What a process of the platform is, from its command line."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return "gone"
+    if not args:
+        return "unknown"
+    text = " ".join(args)
+    if "postgres" in Path(args[0]).name or text.startswith("postgres:"):
+        return "postgres"
+    if "tansu" in Path(args[0]).name:
+        return "tansu"
+    if "-m" in args[:-1]:
+        return args[args.index("-m") + 1]
+    if len(args) > 1 and Path(args[1]).name == "shopstream":
+        return "shopstream " + " ".join(args[2:3])
+    return Path(args[0]).name
+
+
+CpuSnapshot = dict[int, tuple[str, int]]
+
+
+def cpu_snapshot(roots: Sequence[int]) -> CpuSnapshot:
+    """The CPU clock ticks used so far by each of `roots` and their descendants, with labels."""
+    stats = {int(p): _stat(int(p)) for p in os.listdir("/proc") if p.isdigit()}
+    children: dict[int, list[int]] = {}
+    for pid, st in stats.items():
+        if st is not None:
+            children.setdefault(st[0], []).append(pid)
+    found: CpuSnapshot = {}
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        st = stats.get(pid)
+        if pid in found or st is None:
+            continue
+        found[pid] = (process_label(pid), st[1])
+        todo += children.get(pid, [])
+    return found
+
+
+def cpu_used(before: CpuSnapshot, after: CpuSnapshot, seconds: float) -> dict[str, float]:
+    """Cores used between two snapshots, by label (a process started in between counts whole)."""
+    cores: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid, (label, ticks) in after.items():
+        used = ticks - before.get(pid, (label, 0))[1]
+        cores[label] = cores.get(label, 0.0) + used / tick / seconds
+    return dict(sorted(cores.items(), key=lambda kv: -kv[1]))
+
+
 # --- child processes --------------------------------------------------------------------------
 
 
@@ -130,8 +202,10 @@ class Child:
         argv: Sequence[str],
         env: dict[str, str],
         on_line: Callable[[str, float], None] | None = None,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
+        self.cwd = cwd
         self.argv = list(argv)
         self.env = env
         self.on_line = on_line
@@ -149,6 +223,7 @@ class Child:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=self.env,
+            cwd=self.cwd,
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
@@ -168,6 +243,11 @@ class Child:
             self.lines.append(line)
             if self.on_line is not None:
                 self.on_line(line, now)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, f"{self.name} not started"
+        return self.proc.pid
 
     @property
     def running(self) -> bool:
@@ -328,6 +408,13 @@ class Sample:
     errors: int = 0
     first_error: str | None = None
     elapsed: float = 0.0
+    # CPU used during the run, in cores: this process (the load generator), and the servers.
+    client_cores: float = math.nan
+    server_cores_by: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def server_cores(self) -> float:
+        return sum(self.server_cores_by.values()) if self.server_cores_by else math.nan
 
     @property
     def count(self) -> int:
@@ -345,6 +432,9 @@ class Sample:
             f"n={self.count} p50={self.ms(50):.2f} ms p99={self.ms(99):.2f} ms "
             f"{self.rate:.0f} req/s errors={self.errors}"
         )
+        text += f" cpu: client {self.client_cores:.2f}, servers {self.server_cores:.2f} cores"
+        if self.server_cores_by:
+            text += " (" + ", ".join(f"{k} {v:.2f}" for k, v in self.server_cores_by.items()) + ")"
         return text + (f" (first: {self.first_error})" if self.first_error else "")
 
 
@@ -354,14 +444,16 @@ async def closed_loop(
     concurrency: int,
     requests: int | None = None,
     duration: float | None = None,
+    servers: Sequence[int] = (),
 ) -> Sample:
     """`concurrency` workers, each calling `call(i)` again as soon as the last call returned,
     until `requests` calls were made or `duration` seconds passed. A call that raises is an
-    error (its latency is not counted)."""
+    error (its latency is not counted). `servers`: the pids whose process trees' CPU to count."""
     if requests is None and duration is None:
         raise ValueError("give requests or duration")
     sample = Sample()
     counter = itertools.count()
+    cpu_client, cpu_servers = time.process_time(), cpu_snapshot(servers)
     started = time.perf_counter()
     deadline = started + duration if duration is not None else math.inf
 
@@ -384,6 +476,21 @@ async def closed_loop(
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     sample.elapsed = time.perf_counter() - started
+    sample.client_cores = (time.process_time() - cpu_client) / sample.elapsed
+    if servers:
+        sample.server_cores_by = cpu_used(cpu_servers, cpu_snapshot(servers), sample.elapsed)
+    return sample
+
+
+async def idle(seconds: float, servers: Sequence[int]) -> Sample:
+    """No requests for `seconds`: what the servers use doing nothing."""
+    sample = Sample()
+    cpu_client, cpu_servers = time.process_time(), cpu_snapshot(servers)
+    started = time.perf_counter()
+    await asyncio.sleep(seconds)
+    sample.elapsed = time.perf_counter() - started
+    sample.client_cores = (time.process_time() - cpu_client) / sample.elapsed
+    sample.server_cores_by = cpu_used(cpu_servers, cpu_snapshot(servers), sample.elapsed)
     return sample
 
 
@@ -422,6 +529,21 @@ class Section:
         return "\n".join(parts).rstrip() + "\n"
 
 
+def cpu_table(columns: Sequence[tuple[str, Sample]]) -> Table:
+    """Cores used by each kind of process (rows) during each run (columns)."""
+    labels: list[str] = []
+    for _, sample in columns:
+        labels += [k for k in sample.server_cores_by if k not in labels]
+    table = Table(["CPU (cores)", *(name for name, _ in columns)])
+    for label in labels:
+        table.rows.append(
+            [f"`{label}`", *(fmt(s.server_cores_by.get(label, 0.0)) for _, s in columns)]
+        )
+    table.rows.append(["all of the above", *(fmt(s.server_cores) for _, s in columns)])
+    table.rows.append(["load generator (bench)", *(fmt(s.client_cores) for _, s in columns)])
+    return table
+
+
 def fmt(value: float, digits: int = 2) -> str:
     return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
 
@@ -449,7 +571,7 @@ def _git_revision() -> str:
             text=True,
             timeout=10,
             check=True,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=REPO,
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
@@ -457,7 +579,7 @@ def _git_revision() -> str:
             text=True,
             timeout=10,
             check=True,
-            cwd=Path(__file__).resolve().parent.parent,
+            cwd=REPO,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -491,6 +613,9 @@ class Machine:
                 f"{tuning.session_timeout_ms / 1000:g} s, heartbeat "
                 f"{tuning.heartbeat_interval_ms / 1000:g} s, rebalance timeout "
                 f"{tuning.rebalance_timeout_ms / 1000:g} s |",
+                "| Gateway rate limits | "
+                + ", ".join(f"{k}={os.environ.get(k, v)}" for k, v in BENCH_DEFAULTS.items())
+                + " |",
             ]
         )
 

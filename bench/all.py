@@ -1,0 +1,30 @@
+"""Every benchmark in order (what `make bench` runs): start-up, round trip, catalogue reads.
+
+    python -m bench.all
+
+Progress and each section as it completes go to stderr; the whole markdown summary, ready
+for docs/performance.md, goes to stdout at the end.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from bench import catalogue, roundtrip, startup
+from bench.harness import main
+
+
+def cli() -> int:
+    round_trip = roundtrip.parse([])
+    reads = catalogue.parse([])
+    return main(
+        [
+            ("startup", startup.COMMAND, startup.measure),
+            ("roundtrip", roundtrip.COMMAND, lambda: roundtrip.measure(round_trip)),
+            ("catalogue", catalogue.COMMAND, lambda: catalogue.measure(reads)),
+        ]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
