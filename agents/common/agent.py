@@ -191,19 +191,6 @@ async def _react(runtime: DomainRuntime, event: Any, handlers: EventHandlers) ->
     runtime.relay.wake()
 
 
-def not_yet_agent(app: faust.App, runtime: DomainRuntime, topic: Topic) -> None:
-    """The agent of a domain whose commands are not built yet: it answers `unavailable` and
-    keeps each message in the dead-letter topic, so nothing sent to it is lost."""
-
-    async def agent(stream: Any) -> AsyncIterator[dict[str, Any]]:
-        async for event in stream.events():
-            await dead_letter(runtime, topic, event, "unavailable: not handled yet")
-            reply = Reply.failure(ErrorType.UNAVAILABLE, f"{topic.name} is not handled yet")
-            yield reply.model_dump(mode="json")
-
-    app.agent(_channel(app, topic), name=f"{topic.name}.agent")(agent)
-
-
 def _channel(app: faust.App, topic: Topic) -> Any:
     return app.topic(
         topic.name, partitions=topic.partitions, key_serializer="raw", value_serializer="raw"
