@@ -10,9 +10,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
+import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from protos import orders_pb2, orders_pb2_grpc, payments_pb2, payments_pb2_grpc
 from tests.e2e.platform import SHOPSTREAM, Platform
 from tests.helpers import eventually
 
@@ -271,6 +273,26 @@ async def test_orders_and_payments_are_their_owners_only(
     )
     assert (await call(http, "GET", f"{url}/order/?offset=0", 200, headers=other)) == {"orders": []}
     await call(http, "GET", f"{url}/order/{order['id']}", 401)
+    owner_id = order["user_id"]
+    async with grpc.aio.insecure_channel(platform.addr("ORDER_SERVICE_ADDR")) as channel:
+        orders = orders_pb2_grpc.OrderServiceStub(channel)
+        mine = await orders.GetOrder(
+            orders_pb2.GetOrderRequest(user_id=owner_id, order_id=order["id"]), timeout=5
+        )
+        assert mine.id == order["id"]
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await orders.GetOrder(
+                orders_pb2.GetOrderRequest(user_id=owner_id + 1, order_id=order["id"]), timeout=5
+            )
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+    async with grpc.aio.insecure_channel(platform.addr("PAYMENT_SERVICE_ADDR")) as channel:
+        stub = payments_pb2_grpc.PaymentServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await stub.GetPaymentByOrderId(
+                payments_pb2.GetPaymentByOrderIdRequest(user_id=owner_id + 1, order_id=order["id"]),
+                timeout=5,
+            )
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_idempotency_keys(
