@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
 import asyncpg
 
 from agents.common.ledger import PgLedger, PgOutbox
+
+
+def rfc3339(value: datetime) -> str:
+    """A time as the seed's clients read it: 2026-01-02T03:04:05.678Z."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:

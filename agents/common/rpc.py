@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from agents.common.errors import DomainError
 from agents.common.logs import request_id_var
@@ -39,3 +41,9 @@ def rpc(method: Method[R]) -> Method[R]:
             raise AssertionError("abort returned") from None
 
     return wrapper
+
+
+def timestamp(value: datetime) -> Timestamp:
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts

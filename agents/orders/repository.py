@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from agents.common.db import PgUnitOfWork
+from agents.common.db import PgUnitOfWork, rfc3339
 from topics import ORDERS_EVENTS
 from topics.orders import (
     OrderAwaitingPayment,
@@ -76,14 +76,14 @@ class OrderRow:
             "total_price": float(self.total_price) if self.total_price is not None else None,
             "status": self.status,
             "reason": self.reason,
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
             "order_items": [
                 {**i, "price": float(i["price"]) if i["price"] is not None else None}
                 for i in self.items
             ],
             "status_history": [
-                {"status": h["status"], "reason": h["reason"], "at": h["at"].isoformat()}
+                {"status": h["status"], "reason": h["reason"], "at": rfc3339(h["at"])}
                 for h in self.history
             ],
         }

@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 import asyncpg
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from agents.common.errors import Invalid, NotFound
-from agents.common.rpc import rpc
+from agents.common.rpc import rpc, timestamp
 from agents.orders import repository
 from agents.orders.repository import OrderRow
 from protos import orders_pb2, orders_pb2_grpc
 
 MAX_LIMIT = 100
-
-
-def _ts(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def order_proto(o: OrderRow) -> orders_pb2.Order:
@@ -31,8 +23,8 @@ def order_proto(o: OrderRow) -> orders_pb2.Order:
         status=o.status,
         reason=o.reason or "",
         total_price="" if o.total_price is None else f"{o.total_price:.2f}",
-        created_at=_ts(o.created_at),
-        updated_at=_ts(o.updated_at),
+        created_at=timestamp(o.created_at),
+        updated_at=timestamp(o.updated_at),
         items=[
             orders_pb2.OrderItem(
                 id=i["id"],
@@ -44,7 +36,9 @@ def order_proto(o: OrderRow) -> orders_pb2.Order:
             for i in o.items
         ],
         history=[
-            orders_pb2.StatusChange(status=h["status"], reason=h["reason"] or "", at=_ts(h["at"]))
+            orders_pb2.StatusChange(
+                status=h["status"], reason=h["reason"] or "", at=timestamp(h["at"])
+            )
             for h in o.history
         ],
     )

@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from agents.common.db import PgUnitOfWork
+from agents.common.db import PgUnitOfWork, rfc3339
 
 COLUMNS = "id, order_id, user_id, amount, status, reason, expires_at, created_at, updated_at"
 CREATE = """
@@ -55,9 +55,9 @@ class PaymentRow:
             "total_price": float(self.amount),
             "status": self.status,
             "reason": self.reason,
-            "expires_at": self.expires_at.isoformat(),
-            "created_at": self.created_at.isoformat(),
-            "updated_at": self.updated_at.isoformat(),
+            "expires_at": rfc3339(self.expires_at),
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
         }
 
 

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import asyncpg
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from agents.common.errors import NotFound
-from agents.common.rpc import rpc
+from agents.common.rpc import rpc, timestamp
 from agents.payments.repository import PaymentRow, payment_for_user
 from protos import payments_pb2, payments_pb2_grpc
-
-
-def _ts(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def payment_proto(p: PaymentRow) -> payments_pb2.Payment:
@@ -28,9 +19,9 @@ def payment_proto(p: PaymentRow) -> payments_pb2.Payment:
         amount=f"{p.amount:.2f}",
         status=p.status,
         reason=p.reason or "",
-        expires_at=_ts(p.expires_at),
-        created_at=_ts(p.created_at),
-        updated_at=_ts(p.updated_at),
+        expires_at=timestamp(p.expires_at),
+        created_at=timestamp(p.created_at),
+        updated_at=timestamp(p.updated_at),
     )
 
 

@@ -6,20 +6,13 @@ import math
 
 import asyncpg
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
-from agents.common.rpc import rpc
+from agents.common.rpc import rpc, timestamp
 from agents.products import repository
 from protos import products_pb2, products_pb2_grpc
 from topics.products import Product
 
 MAX_PAGE_SIZE = 100
-
-
-def _timestamp(value: object) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)  # type: ignore[arg-type]
-    return ts
 
 
 def to_proto(p: Product) -> products_pb2.Product:
@@ -30,8 +23,8 @@ def to_proto(p: Product) -> products_pb2.Product:
         price=f"{p.price:.2f}",
         stock=p.stock,
         image_url=p.image_url,
-        created_at=_timestamp(p.created_at),
-        updated_at=_timestamp(p.updated_at),
+        created_at=timestamp(p.created_at),
+        updated_at=timestamp(p.updated_at),
     )
 
 

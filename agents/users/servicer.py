@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
-from agents.common.rpc import rpc
+from agents.common.rpc import rpc, timestamp
 from agents.users.repository import UserRow
 from agents.users.service import IdentityService, Tokens
 from protos import users_pb2, users_pb2_grpc
-
-
-def _ts(value: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def user_proto(u: UserRow) -> users_pb2.User:
@@ -27,17 +18,17 @@ def user_proto(u: UserRow) -> users_pb2.User:
         role=u.role,
         provider=u.provider,
         provider_id=u.provider_id,
-        created_at=_ts(u.created_at),
-        updated_at=_ts(u.updated_at),
+        created_at=timestamp(u.created_at),
+        updated_at=timestamp(u.updated_at),
     )
 
 
 def tokens_proto(t: Tokens) -> users_pb2.TokenResponse:
     return users_pb2.TokenResponse(
         token=t.access.token,
-        expired_at=_ts(t.access.expires_at),
+        expired_at=timestamp(t.access.expires_at),
         refresh_token=t.refresh.token,
-        refresh_token_expired_at=_ts(t.refresh.expires_at),
+        refresh_token_expired_at=timestamp(t.refresh.expires_at),
         role=t.role,
     )
 

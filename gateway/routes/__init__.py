@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC
 from typing import Any
 
 from aiohttp import web
+from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel
 
 from gateway.keys import BUS, IDENTITY, REQUEST_ID, SETTINGS
@@ -59,3 +61,8 @@ async def send_command(
         raise Problem.of(reply.error.type, reply.error.detail, reply.error.errors)
     assert reply.result is not None
     return reply.result
+
+
+def iso_time(ts: Timestamp) -> str:
+    """RFC 3339 in UTC, as the seed's clients read times: 2026-01-02T03:04:05Z."""
+    return ts.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")

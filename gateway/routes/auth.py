@@ -6,17 +6,15 @@ Credentials and tokens go to the users domain over gRPC, never onto a Kafka topi
 from __future__ import annotations
 
 import re
-from datetime import UTC
 from typing import Annotated, Any
 
 from aiohttp import web
-from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from gateway.auth import bearer, require_role, unauthorized
 from gateway.keys import GRPC, IDENTITY
 from gateway.problems import Problem
-from gateway.routes import grpc_options
+from gateway.routes import grpc_options, iso_time
 from gateway.validation import read_body
 from protos import users_pb2
 
@@ -56,17 +54,13 @@ class RefreshBody(_Body):
     refresh_token: str | None = None
 
 
-def _time(ts: Timestamp) -> str:
-    return ts.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
-
-
 def token_json(t: users_pb2.TokenResponse) -> dict[str, Any]:
     return {
         "message": "success",
         "token": t.token,
-        "expired_at": _time(t.expired_at),
+        "expired_at": iso_time(t.expired_at),
         "refresh_token": t.refresh_token,
-        "refresh_token_expired_at": _time(t.refresh_token_expired_at),
+        "refresh_token_expired_at": iso_time(t.refresh_token_expired_at),
         "role": t.role,
     }
 
@@ -77,8 +71,8 @@ def user_json(u: users_pb2.User) -> dict[str, Any]:
         "full_name": u.full_name,
         "email": u.email,
         "role": u.role,
-        "created_at": _time(u.created_at),
-        "updated_at": _time(u.updated_at),
+        "created_at": iso_time(u.created_at),
+        "updated_at": iso_time(u.updated_at),
     }
     if u.provider:
         out |= {"provider": u.provider, "provider_id": u.provider_id}

@@ -7,19 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import UTC
 from decimal import Decimal
 from typing import Annotated, Any
 
 from aiohttp import web
-from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.auth import require_role
 from gateway.bus import BusTimeout
 from gateway.keys import GRPC, IDENTITY
 from gateway.problems import Problem
-from gateway.routes import command_id, grpc_options, request_reply, send_command
+from gateway.routes import command_id, grpc_options, iso_time, request_reply, send_command
 from gateway.validation import int_query, read_body
 from protos import orders_pb2, payments_pb2
 from topics import ORDERS_COMMANDS, PAYMENTS_COMMANDS
@@ -45,10 +43,6 @@ class PaymentBody(BaseModel):
     money: Money
 
 
-def _time(ts: Timestamp) -> str:
-    return ts.ToDatetime(tzinfo=UTC).isoformat()
-
-
 def _money(value: str) -> float | None:
     return float(Decimal(value)) if value else None
 
@@ -60,8 +54,8 @@ def order_json(o: orders_pb2.Order) -> dict[str, Any]:
         "total_price": _money(o.total_price),
         "status": o.status,
         "reason": o.reason or None,
-        "created_at": _time(o.created_at),
-        "updated_at": _time(o.updated_at),
+        "created_at": iso_time(o.created_at),
+        "updated_at": iso_time(o.updated_at),
         "order_items": [
             {
                 "id": i.id,
@@ -73,7 +67,8 @@ def order_json(o: orders_pb2.Order) -> dict[str, Any]:
             for i in o.items
         ],
         "status_history": [
-            {"status": h.status, "reason": h.reason or None, "at": _time(h.at)} for h in o.history
+            {"status": h.status, "reason": h.reason or None, "at": iso_time(h.at)}
+            for h in o.history
         ],
     }
 
@@ -88,9 +83,9 @@ def payment_json(p: payments_pb2.Payment) -> dict[str, Any]:
         "total_price": amount,
         "status": p.status,
         "reason": p.reason or None,
-        "expires_at": _time(p.expires_at),
-        "created_at": _time(p.created_at),
-        "updated_at": _time(p.updated_at),
+        "expires_at": iso_time(p.expires_at),
+        "created_at": iso_time(p.created_at),
+        "updated_at": iso_time(p.updated_at),
     }
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC
 from decimal import Decimal
 from typing import Any
 
@@ -13,7 +12,7 @@ from gateway.auth import require_role
 from gateway.keys import GRPC, SETTINGS
 from gateway.problems import Problem
 from gateway.routes import command_id as new_command_id
-from gateway.routes import grpc_options, send_command
+from gateway.routes import grpc_options, iso_time, send_command
 from gateway.validation import int_query, read_body
 from protos import products_pb2
 from topics import PRODUCTS_COMMANDS
@@ -37,8 +36,8 @@ def product_json(p: products_pb2.Product) -> dict[str, Any]:
         "price": float(Decimal(p.price)),
         "stock": p.stock,
         "image_url": p.image_url,
-        "created_at": p.created_at.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z"),
-        "updated_at": p.updated_at.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z"),
+        "created_at": iso_time(p.created_at),
+        "updated_at": iso_time(p.updated_at),
     }
 
 
