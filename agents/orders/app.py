@@ -17,7 +17,7 @@ from protos import orders_pb2, orders_pb2_grpc
 from topics import ORDERS_COMMANDS, PAYMENTS_EVENTS, PRODUCTS_EVENTS
 from topics.envelope import Reply
 from topics.orders import PlaceOrder
-from topics.payments import PaymentFailed, PaymentSucceeded
+from topics.payments import PaymentCreated, PaymentFailed, PaymentSucceeded
 from topics.products import StockRejected, StockReserved
 
 
@@ -60,6 +60,7 @@ def bootstrap(settings: Settings) -> tuple[faust.App, DomainRuntime]:
         runtime,
         PAYMENTS_EVENTS,
         {
+            "PaymentCreated": (PaymentCreated, on(handlers.on_payment_created)),
             "PaymentSucceeded": (PaymentSucceeded, on(handlers.on_payment_succeeded)),
             "PaymentFailed": (PaymentFailed, on(handlers.on_payment_failed)),
         },

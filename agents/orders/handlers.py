@@ -19,7 +19,7 @@ from topics.orders import (
     OrderRejected,
     PlaceOrder,
 )
-from topics.payments import PaymentFailed, PaymentSucceeded
+from topics.payments import PaymentCreated, PaymentFailed, PaymentSucceeded
 from topics.products import StockRejected, StockReserved
 
 FINAL = ("awaiting_payment", "paid", "rejected", "cancelled")
@@ -95,7 +95,7 @@ async def on_stock_reserved(event: StockReserved, uow: OrdersUnitOfWork) -> Repl
                 total=event.total,
             )
         )
-        await _answer(u, order)
+        # The reply waits for PaymentCreated: a client may ask for the payment right after.
         return Reply.success({"order_id": order.id, "changed": True})
 
     return await handle_once(uow, event.event_id, apply)
@@ -114,6 +114,19 @@ async def on_stock_rejected(event: StockRejected, uow: OrdersUnitOfWork) -> Repl
         )
         await _answer(u, order)
         return Reply.success({"order_id": order.id, "changed": True})
+
+    return await handle_once(uow, event.event_id, apply)
+
+
+async def on_payment_created(event: PaymentCreated, uow: OrdersUnitOfWork) -> Reply:
+    """The order's payment exists: now the order is answered (awaiting payment)."""
+
+    async def apply(u: OrdersUnitOfWork) -> Reply:
+        order = await u.orders.lock(event.order_id)
+        if order is None or order.status != "awaiting_payment":
+            return Reply.success({"order_id": event.order_id, "answered": False})
+        await _answer(u, order)
+        return Reply.success({"order_id": order.id, "answered": True})
 
     return await handle_once(uow, event.event_id, apply)
 

@@ -287,12 +287,25 @@ async def test_sigkilled_workers_lose_no_order_and_charge_none_twice(
             undecided = await pool.fetchval("SELECT count(*) FROM orders WHERE status = 'pending'")
             return bool(pending == 0 and undecided == 0)
 
-        await eventually(quiet, timeout=120, what="quiescence")
+        try:
+            await eventually(quiet, timeout=120, what="quiescence")
+        except AssertionError:
+            raise AssertionError(await _diagnose(pool, world)) from None
         await _check_invariants(pool, set(accepted), products)
         paid = await pool.fetchval("SELECT count(*) FROM orders WHERE status = 'paid'")
         assert paid > 0
     finally:
         await pool.close()
+
+
+async def _diagnose(pool: asyncpg.Pool, world: World) -> str:
+    """What is stuck, and what the workers said last: for a failure to be understood."""
+    pending = await pool.fetch(
+        "SELECT domain, topic, count(*) FROM outbox WHERE published_at IS NULL GROUP BY 1, 2"
+    )
+    orders = await pool.fetch("SELECT status, count(*) FROM orders GROUP BY 1")
+    logs = "\n".join(f"--- {p.name}\n{p.log.read_text()[-2000:]}" for p in world.procs.values())
+    return f"no quiescence: unpublished {pending}, orders {orders}\n{logs}"
 
 
 async def _check_invariants(pool: asyncpg.Pool, accepted: set[int], products: list[int]) -> None:

@@ -31,6 +31,7 @@ from topics.orders import (
     PlaceOrder,
 )
 from topics.payments import (
+    PaymentCreated,
     PaymentFailed,
     PaymentSucceeded,
     PayPayment,
@@ -60,6 +61,10 @@ SUBSCRIBERS: dict[str, tuple[type[BaseModel], list[Handler]]] = {
     "OrderAwaitingPayment": (
         OrderAwaitingPayment,
         [lambda p, e: payments.on_order_awaiting_payment(e, PaymentsUnitOfWork(p), 900.0)],
+    ),
+    "PaymentCreated": (
+        PaymentCreated,
+        [lambda p, e: orders.on_payment_created(e, OrdersUnitOfWork(p))],
     ),
     "PaymentSucceeded": (
         PaymentSucceeded,
