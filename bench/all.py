@@ -1,4 +1,5 @@
-"""Every benchmark in order (what `make bench` runs): start-up, round trip, catalogue reads.
+"""Every benchmark in order (what `make bench` runs): start-up, round trip, catalogue reads,
+checkout, password hashing.
 
     python -m bench.all
 
@@ -10,18 +11,22 @@ from __future__ import annotations
 
 import sys
 
-from bench import catalogue, roundtrip, startup
+from bench import catalogue, checkout, passwords, roundtrip, startup
 from bench.harness import main
 
 
 def cli() -> int:
     round_trip = roundtrip.parse([])
     reads = catalogue.parse([])
+    checkouts = checkout.parse([])
+    hashing = passwords.parse([])
     return main(
         [
             ("startup", startup.COMMAND, startup.measure),
             ("roundtrip", roundtrip.COMMAND, lambda: roundtrip.measure(round_trip)),
             ("catalogue", catalogue.COMMAND, lambda: catalogue.measure(reads)),
+            ("checkout", checkout.COMMAND, lambda: checkout.measure(checkouts)),
+            ("passwords", passwords.COMMAND, lambda: passwords.measure(hashing)),
         ]
     )
 
