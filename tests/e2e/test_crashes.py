@@ -43,6 +43,21 @@ KILL_EVERY_S = 4.0
 KILLS = 6
 PRODUCTS = {"cheap": (250, "2.00"), "mid": (200, "7.50"), "rare": (30, "99.00")}
 FINAL = {"awaiting_payment", "paid", "rejected", "cancelled"}
+# An order's state and its reservation's agree once the saga has acted on every event.
+MISMATCHED = """
+SELECT o.id, o.status, r.status AS reservation FROM orders o
+LEFT JOIN stock_reservations r ON r.order_id = o.id
+WHERE NOT (o.status, coalesce(r.status, '-')) IN (
+    ('awaiting_payment', 'reserved'), ('paid', 'sold'), ('rejected', 'rejected'),
+    ('cancelled', 'released'))
+"""
+SETTLED = f"""
+SELECT NOT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL)
+   AND NOT EXISTS (SELECT 1 FROM orders WHERE status = 'pending')
+   AND NOT EXISTS ({MISMATCHED})
+   AND NOT EXISTS (SELECT 1 FROM payments p JOIN orders o ON o.id = p.order_id
+                   WHERE p.status = 'succeeded' AND o.status <> 'paid')
+"""
 
 
 @dataclass
@@ -283,15 +298,19 @@ async def test_sigkilled_workers_lose_no_order_and_charge_none_twice(
     try:
 
         async def quiet() -> bool:
-            pending = await pool.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            undecided = await pool.fetchval("SELECT count(*) FROM orders WHERE status = 'pending'")
-            return bool(pending == 0 and undecided == 0)
+            """Settled: every event published and every one of them acted upon."""
+            async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+                return bool(await conn.fetchval(SETTLED))
 
         try:
             await eventually(quiet, timeout=120, what="quiescence")
         except AssertionError:
             raise AssertionError(await _diagnose(pool, world)) from None
-        await _check_invariants(pool, set(accepted), products)
+        try:
+            async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+                await _check_invariants(conn, set(accepted), products)
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{await _diagnose(pool, world)}") from None
         paid = await pool.fetchval("SELECT count(*) FROM orders WHERE status = 'paid'")
         assert paid > 0
     finally:
@@ -304,11 +323,23 @@ async def _diagnose(pool: asyncpg.Pool, world: World) -> str:
         "SELECT domain, topic, count(*) FROM outbox WHERE published_at IS NULL GROUP BY 1, 2"
     )
     orders = await pool.fetch("SELECT status, count(*) FROM orders GROUP BY 1")
-    logs = "\n".join(f"--- {p.name}\n{p.log.read_text()[-2000:]}" for p in world.procs.values())
-    return f"no quiescence: unpublished {pending}, orders {orders}\n{logs}"
+    mismatched = await pool.fetch(MISMATCHED)
+    logs = "\n".join(
+        f"--- {p.name}\n"
+        + "\n".join(
+            line
+            for line in p.log.read_text().splitlines()
+            if "ERROR" in line or "WARNING" in line or "could not" in line
+        )[-4000:]
+        for p in world.procs.values()
+    )
+    return f"unpublished {pending}, orders {orders}, mismatched {mismatched}\n{logs}"
 
 
-async def _check_invariants(pool: asyncpg.Pool, accepted: set[int], products: list[int]) -> None:
+async def _check_invariants(
+    pool: asyncpg.Connection, accepted: set[int], products: list[int]
+) -> None:
+    """Read in one snapshot, so that nothing moves between two of the counts."""
     orders = {r["id"]: r["status"] for r in await pool.fetch("SELECT id, status FROM orders")}
     assert accepted <= orders.keys(), "an accepted order is lost"
     assert set(orders.values()) <= FINAL, "an order never finished"
@@ -348,4 +379,11 @@ async def _check_invariants(pool: asyncpg.Pool, accepted: set[int], products: li
             "AND (l->>'product_id')::bigint = $1",
             product_id,
         )
-        assert row["reserved"] == held
+        sold = await pool.fetchval(
+            "SELECT coalesce(sum((l->>'quantity')::int), 0) FROM stock_reservations r, "
+            "jsonb_array_elements(r.lines) l WHERE r.status = 'sold' "
+            "AND (l->>'product_id')::bigint = $1",
+            product_id,
+        )
+        mismatched = await pool.fetch(MISMATCHED)
+        assert (row["reserved"], row["sold"], mismatched) == (held, sold, [])
