@@ -10,7 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from agents.common.process import die_with_parent
 
@@ -101,16 +101,22 @@ class EmbeddedPostgres:
     def _user(self) -> str | None:
         return _RUN_AS if os.geteuid() == 0 else None
 
+    def _as_server(self) -> dict[str, Any]:
+        """How every PostgreSQL program runs: as the server's user, logging to its file."""
+        user = self._user()
+        return {
+            "stdout": self._log,
+            "stderr": subprocess.STDOUT,
+            "user": user,
+            "group": "nogroup" if user else None,
+            "cwd": self.data_dir.parent,
+        }
+
     def _run(self, args: list[str]) -> None:
         assert self._log is not None
-        user = self._user()
         result = subprocess.run(
             args,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            user=user,
-            group="nogroup" if user else None,
-            cwd=self.data_dir.parent,
+            **self._as_server(),
             timeout=120,
             check=False,
         )
@@ -167,11 +173,7 @@ class EmbeddedPostgres:
             ]
         self._proc = subprocess.Popen(
             args,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            user=user,
-            group="nogroup" if user else None,
-            cwd=self.data_dir.parent,
+            **self._as_server(),
             start_new_session=True,
             preexec_fn=lambda: die_with_parent(signal.SIGINT),
         )

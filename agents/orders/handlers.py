@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from agents.common.agent import RequestMeta
@@ -77,14 +77,30 @@ async def _answer(uow: OrdersUnitOfWork, order: OrderRow) -> None:
         await uow.outbox.add_reply(order.reply_to, order.correlation_id, order_reply(detailed))
 
 
-async def on_stock_reserved(event: StockReserved, uow: OrdersUnitOfWork) -> Reply:
+Act = Callable[[OrdersUnitOfWork, OrderRow], Awaitable[None]]
+
+
+async def _advance(
+    uow: OrdersUnitOfWork, event_id: uuid.UUID, order_id: int, expected: str, act: Act
+) -> Reply:
+    """Apply `act` once per event, and only to an order still in status `expected`.
+
+    An order already past that status (an event arriving late or twice) is left as it is."""
+
     async def apply(u: OrdersUnitOfWork) -> Reply:
-        order = await u.orders.lock(event.order_id)
-        if order is None or order.status != "pending":
-            return Reply.success({"order_id": event.order_id, "changed": False})
-        await u.orders.price(
-            order.id, event.total, [(line.product_id, line.unit_price) for line in event.lines]
-        )
+        order = await u.orders.lock(order_id)
+        if order is None or order.status != expected:
+            return Reply.success({"order_id": order_id, "changed": False})
+        await act(u, order)
+        return Reply.success({"order_id": order.id, "changed": True})
+
+    return await handle_once(uow, event_id, apply)
+
+
+async def on_stock_reserved(event: StockReserved, uow: OrdersUnitOfWork) -> Reply:
+    async def act(u: OrdersUnitOfWork, order: OrderRow) -> None:
+        unit_prices = [(line.product_id, line.unit_price) for line in event.lines]
+        await u.orders.price(order.id, event.total, unit_prices)
         await u.orders.move(order.id, "awaiting_payment")
         await u.orders_outbox(
             OrderAwaitingPayment(
@@ -96,66 +112,51 @@ async def on_stock_reserved(event: StockReserved, uow: OrdersUnitOfWork) -> Repl
             )
         )
         # The reply waits for PaymentCreated: a client may ask for the payment right after.
-        return Reply.success({"order_id": order.id, "changed": True})
 
-    return await handle_once(uow, event.event_id, apply)
+    return await _advance(uow, event.event_id, event.order_id, "pending", act)
 
 
 async def on_stock_rejected(event: StockRejected, uow: OrdersUnitOfWork) -> Reply:
-    async def apply(u: OrdersUnitOfWork) -> Reply:
-        order = await u.orders.lock(event.order_id)
-        if order is None or order.status != "pending":
-            return Reply.success({"order_id": event.order_id, "changed": False})
+    async def act(u: OrdersUnitOfWork, order: OrderRow) -> None:
         await u.orders.move(order.id, "rejected", event.reason)
         await u.orders_outbox(
             OrderRejected(
-                event_id=uuid.uuid4(), occurred_at=_now(), order_id=order.id, reason=event.reason
+                event_id=uuid.uuid4(),
+                occurred_at=_now(),
+                order_id=order.id,
+                reason=event.reason,
             )
         )
         await _answer(u, order)
-        return Reply.success({"order_id": order.id, "changed": True})
 
-    return await handle_once(uow, event.event_id, apply)
+    return await _advance(uow, event.event_id, event.order_id, "pending", act)
 
 
 async def on_payment_created(event: PaymentCreated, uow: OrdersUnitOfWork) -> Reply:
     """The order's payment exists: now the order is answered (awaiting payment)."""
-
-    async def apply(u: OrdersUnitOfWork) -> Reply:
-        order = await u.orders.lock(event.order_id)
-        if order is None or order.status != "awaiting_payment":
-            return Reply.success({"order_id": event.order_id, "answered": False})
-        await _answer(u, order)
-        return Reply.success({"order_id": order.id, "answered": True})
-
-    return await handle_once(uow, event.event_id, apply)
+    return await _advance(uow, event.event_id, event.order_id, "awaiting_payment", _answer)
 
 
 async def on_payment_succeeded(event: PaymentSucceeded, uow: OrdersUnitOfWork) -> Reply:
-    async def apply(u: OrdersUnitOfWork) -> Reply:
-        order = await u.orders.lock(event.order_id)
-        if order is None or order.status != "awaiting_payment":
-            return Reply.success({"order_id": event.order_id, "changed": False})
+    async def act(u: OrdersUnitOfWork, order: OrderRow) -> None:
         await u.orders.move(order.id, "paid")
         await u.orders_outbox(
             OrderPaid(event_id=uuid.uuid4(), occurred_at=_now(), order_id=order.id)
         )
-        return Reply.success({"order_id": order.id, "changed": True})
 
-    return await handle_once(uow, event.event_id, apply)
+    return await _advance(uow, event.event_id, event.order_id, "awaiting_payment", act)
 
 
 async def on_payment_failed(event: PaymentFailed, uow: OrdersUnitOfWork) -> Reply:
-    async def apply(u: OrdersUnitOfWork) -> Reply:
-        order = await u.orders.lock(event.order_id)
-        if order is None or order.status != "awaiting_payment":
-            return Reply.success({"order_id": event.order_id, "changed": False})
+    async def act(u: OrdersUnitOfWork, order: OrderRow) -> None:
         await u.orders.move(order.id, "cancelled", event.reason)
         await u.orders_outbox(
             OrderCancelled(
-                event_id=uuid.uuid4(), occurred_at=_now(), order_id=order.id, reason=event.reason
+                event_id=uuid.uuid4(),
+                occurred_at=_now(),
+                order_id=order.id,
+                reason=event.reason,
             )
         )
-        return Reply.success({"order_id": order.id, "changed": True})
 
-    return await handle_once(uow, event.event_id, apply)
+    return await _advance(uow, event.event_id, event.order_id, "awaiting_payment", act)
