@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
+import aiohttp
 import pytest
 
+from tests.e2e.client import bearer, dev_token
 from tests.e2e.platform import Platform, platform_env
 from tests.fake_oauth import FakeProvider, fake_provider
 from tests.infra import shared_tmpdir
@@ -24,6 +26,19 @@ GENEROUS_LIMITS = {
 async def oauth_provider() -> AsyncIterator[FakeProvider]:
     async with fake_provider(redirect_base="") as fake:
         yield fake
+
+
+@pytest.fixture(scope="module")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    connector = aiohttp.TCPConnector(limit=300)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        yield session
+
+
+@pytest.fixture(scope="module")
+def admin(platform: Platform) -> dict[str, str]:
+    return bearer(dev_token(platform, "admin"))
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import subprocess
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -16,34 +14,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from protos import products_pb2, products_pb2_grpc
-from tests.e2e.platform import SHOPSTREAM, Platform
+from tests.e2e.client import dev_token
+from tests.e2e.platform import Platform
 from tests.helpers import eventually, random_name
 from topics import PRODUCTS_EVENTS
 
 pytestmark = pytest.mark.e2e
-
-
-def dev_token(platform: Platform, role: str) -> str:
-    out = subprocess.run(
-        [SHOPSTREAM, "dev-token", "--role", role],
-        env=platform.env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    return out.stdout.strip().splitlines()[-1]
-
-
-@pytest.fixture(scope="module")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
-        yield session
-
-
-@pytest.fixture(scope="module")
-def admin(platform: Platform) -> dict[str, str]:
-    return {"Authorization": f"Bearer {dev_token(platform, 'admin')}"}
 
 
 async def problem(resp: aiohttp.ClientResponse, status: int) -> dict[str, Any]:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -15,46 +13,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from protos import orders_pb2, orders_pb2_grpc, payments_pb2, payments_pb2_grpc
-from tests.e2e.platform import SHOPSTREAM, Platform
+from tests.e2e.client import bearer, call
+from tests.e2e.platform import Platform
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    connector = aiohttp.TCPConnector(limit=300)
-    async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=30), connector=connector
-    ) as session:
-        yield session
-
-
-async def call(
-    http: aiohttp.ClientSession, method: str, url: str, status: int, **kw: Any
-) -> dict[str, Any]:
-    async with http.request(method, url, **kw) as resp:
-        body: dict[str, Any] = await resp.json(content_type=None)
-        assert resp.status == status, body
-        return body
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-@pytest.fixture(scope="module")
-async def admin(platform: Platform) -> dict[str, str]:
-    out = await asyncio.to_thread(
-        subprocess.run,
-        [SHOPSTREAM, "dev-token"],
-        env=platform.env,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    return bearer(out.stdout.splitlines()[-1])
 
 
 async def new_user(platform: Platform, http: aiohttp.ClientSession) -> dict[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -14,6 +13,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from tests.e2e import client
+from tests.e2e.client import bearer
 from tests.e2e.platform import SHOPSTREAM, Platform
 from tests.fake_oauth import FakeProvider
 
@@ -41,30 +42,15 @@ def new_password() -> str:
     return password
 
 
-@pytest.fixture(scope="module")
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
-        yield session
-
-
 async def call(
     http: aiohttp.ClientSession, method: str, url: str, status: int, **kw: Any
 ) -> dict[str, Any]:
-    async with http.request(method, url, **kw) as resp:
-        body: dict[str, Any] = await resp.json(content_type=None)
-        assert resp.status == status, body
-        if status >= 400:
-            assert resp.content_type == "application/problem+json"
-            assert body["status"] == status
-            assert body["error"] == body["detail"]
+    """client.call, keeping every token it sees for the last test."""
+    body = await client.call(http, method, url, status, **kw)
     for key in ("token", "refresh_token"):
         if key in body:
             SECRETS.add(body[key])
     return body
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
 
 
 async def test_register_login_refresh_me_logout(
