@@ -8,7 +8,9 @@ import getpass
 import json
 import logging
 import sys
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
+from typing import Any
 
 from agents.common.logs import setup_logging
 from agents.common.settings import Settings, SettingsError
@@ -105,6 +107,90 @@ def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _dlq_topic(name: str) -> str:
+    if not name.endswith(".dlq"):
+        raise argparse.ArgumentTypeError(f"{name!r} is not a dead-letter topic (no .dlq ending)")
+    return name
+
+
+def _count(text: str) -> int:
+    n = int(text)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return n
+
+
+def _dlq_call(settings: Settings, call: Callable[[str], Coroutine[Any, Any, int]]) -> int:
+    """Run one dlq command against the broker; a bad argument is 2, a broker failure 1."""
+    from aiokafka.errors import KafkaError
+
+    from agents.common.dlq import DlqError
+
+    bootstrap = settings.require_kafka()
+    try:
+        return asyncio.run(call(bootstrap))
+    except DlqError as e:
+        print(f"shopstream: {e}", file=sys.stderr)
+        return 2
+    except (KafkaError, TimeoutError, OSError) as e:
+        print(f"shopstream: the broker at {bootstrap} failed: {e!r}", file=sys.stderr)
+        return 1
+
+
+def _dlq_list(settings: Settings, args: argparse.Namespace) -> int:
+    from agents.common import dlq
+
+    async def call(bootstrap: str) -> int:
+        summaries = await dlq.summarize(bootstrap, args.topics or None)
+        if args.json:
+            print(json.dumps([s.to_json() for s in summaries], indent=2))
+        else:
+            print(dlq.format_summaries(summaries))
+        return 0
+
+    return _dlq_call(settings, call)
+
+
+def _dlq_show(settings: Settings, args: argparse.Namespace) -> int:
+    from agents.common import dlq
+
+    async def call(bootstrap: str) -> int:
+        messages, total = await dlq.show(
+            bootstrap, args.topic, partition=args.partition, offset=args.offset, limit=args.limit
+        )
+        if args.json:
+            shown = [m.to_json() for m in messages]
+            print(json.dumps({"topic": args.topic, "total": total, "messages": shown}, indent=2))
+            return 0
+        for m in messages:
+            print(dlq.format_message(m))
+        print(f"# {len(messages)} shown of {total} in {args.topic}", file=sys.stderr)
+        return 0
+
+    return _dlq_call(settings, call)
+
+
+def _dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from agents.common import dlq
+
+    async def call(bootstrap: str) -> int:
+        offsets = None if args.all else args.offsets
+        messages = await dlq.select(
+            bootstrap, args.topic, partition=args.partition, offsets=offsets
+        )
+        results = await dlq.replay(bootstrap, messages, dry_run=args.dry_run)
+        if args.json:
+            print(json.dumps([r.to_json() for r in results], indent=2))
+        else:
+            for r in results:
+                print(dlq.format_replay(r, dry_run=args.dry_run))
+            if not results:
+                print(f"nothing to replay in {args.topic}")
+        return 1 if any(r.error is not None for r in results) else 0
+
+    return _dlq_call(settings, call)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="shopstream", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -140,7 +226,63 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", default="dev-admin", help="the token's subject (user id)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.set_defaults(func=_dev_token)
+    _dlq_parser(sub)
     return p
+
+
+def _dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dlq = sub.add_parser(
+        "dlq",
+        help="inspect and replay the dead-letter topics (KAFKA_BROKER, or the running platform's)",
+        description="A message that fails for a reason retrying cannot fix is kept, unchanged, "
+        "on its topic's <topic>.dlq with the reason in the x-dlq-reason header.",
+    ).add_subparsers(dest="dlq_command", required=True)
+    ls = dlq.add_parser("list", help="every .dlq topic: how many messages, the newest reason")
+    ls.add_argument("topics", nargs="*", type=_dlq_topic, metavar="TOPIC.dlq")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    ls.set_defaults(func=_dlq_list)
+    show = dlq.add_parser("show", help="the messages of a dead-letter topic")
+    show.add_argument("topic", type=_dlq_topic, metavar="TOPIC.dlq")
+    show.add_argument("--limit", type=_count, default=50, help="at most this many (50)")
+    show.add_argument(
+        "--offset", type=_count, default=None, help="from this offset on (in each partition)"
+    )
+    show.add_argument("--partition", type=int, default=None, help="only this partition")
+    show.add_argument("--json", action="store_true", help="machine-readable output")
+    show.set_defaults(func=_dlq_show)
+    replay = dlq.add_parser(
+        "replay",
+        help="send dead-lettered messages back to their original topic",
+        description="Re-produce the chosen messages to their original topic (x-dlq-topic) with "
+        "the same key and value, their own headers without the x-dlq-* ones, and "
+        "x-dlq-replayed-from: <dlq topic>:<partition>:<offset>; acks=all, every send awaited, "
+        "exit code 1 if any failed. The dead-letter topic is left as it is, so a replay can be "
+        "repeated: that is safe, because the platform applies a command or an event once by its "
+        "id (the command ledger keeps every command and event id it handled), so a message "
+        "replayed twice does its work once. Fix the cause first, or the message comes back "
+        "to the dead-letter topic.",
+    )
+    replay.add_argument("topic", type=_dlq_topic, metavar="TOPIC.dlq")
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--offset",
+        dest="offsets",
+        type=int,
+        action="append",
+        metavar="O",
+        help="replay the message at this offset (repeatable)",
+    )
+    which.add_argument("--all", action="store_true", help="replay every message")
+    replay.add_argument(
+        "--partition",
+        type=int,
+        default=None,
+        help="the partition of --offset (needed when the topic has several); with --all, "
+        "only this partition",
+    )
+    replay.add_argument("--dry-run", action="store_true", help="print what would be sent")
+    replay.add_argument("--json", action="store_true", help="machine-readable output")
+    replay.set_defaults(func=_dlq_replay)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ class BusClient:
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._tp = TopicPartition(self.reply_topic, 0)
 
     async def start(self) -> None:
         bootstrap = self._settings.require_kafka()
@@ -49,11 +50,12 @@ class BusClient:
             fetch_max_wait_ms=self._settings.kafka.fetch_max_wait_ms,
         )
         await self._consumer.start()
-        tp = TopicPartition(self.reply_topic, 0)
-        self._consumer.assign([tp])
-        await self._consumer.seek_to_end(tp)
+        self._consumer.assign([self._tp])
+        await self._consumer.seek_to_end(self._tp)
         # Resolve the position now: a reply written before it would otherwise be skipped.
-        await self._consumer.position(tp)
+        await self._consumer.position(self._tp)
+        # Nobody waits for a reply yet: the reply topic is not polled while nobody does.
+        self._consumer.pause(self._tp)
         self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
         await self._producer.start()
         self._reader = asyncio.create_task(self._read_replies(), name="bus-replies")
@@ -121,6 +123,7 @@ class BusClient:
         correlation_id = uuid.uuid4().hex
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = fut
+        self._poll_replies()
         all_headers = [
             (Headers.REPLY_TO, self.reply_topic.encode()),
             (Headers.CORRELATION_ID, correlation_id.encode()),
@@ -136,3 +139,14 @@ class BusClient:
             raise BusTimeout(f"no reply from {topic} in time") from None
         finally:
             self._pending.pop(correlation_id, None)
+            self._poll_replies()
+
+    def _poll_replies(self) -> None:
+        """Poll the reply topic only while a request waits: an idle gateway costs the broker
+        nothing. Paused, the position stays, so a reply is never skipped."""
+        assert self._consumer is not None
+        paused = self._tp in self._consumer.paused()
+        if self._pending and paused:
+            self._consumer.resume(self._tp)
+        elif not self._pending and not paused:
+            self._consumer.pause(self._tp)

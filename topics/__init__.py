@@ -103,8 +103,10 @@ INBOUND: tuple[Topic, ...] = (
 
 
 def all_topic_names() -> list[tuple[str, int]]:
+    """Every topic and its dead-letter topic: what an agent cannot handle, internal or not,
+    goes to `<name>.dlq` with the reason."""
     names = [(t.name, t.partitions) for t in CATALOGUE]
-    names += [(t.dlq, 1) for t in INBOUND]
+    names += [(t.dlq, 1) for t in CATALOGUE]
     return names
 
 

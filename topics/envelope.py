@@ -14,6 +14,8 @@ class Headers:
     REPLY_TO = "Faust-Ag-ReplyTo"
     CORRELATION_ID = "Faust-Ag-CorrelationId"
     REQUEST_ID = "x-request-id"
+    # The message's `type`, so that a consumer skips what it does not handle without parsing.
+    TYPE = "x-type"
     TRACEPARENT = "traceparent"
     USER_ID = "x-user-id"
     ROLES = "x-roles"

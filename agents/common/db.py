@@ -10,6 +10,7 @@ from typing import Any, Self
 import asyncpg
 
 from agents.common.ledger import PgLedger, PgOutbox
+from agents.common.relay import Effects
 
 
 def rfc3339(value: datetime) -> str:
@@ -23,7 +24,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 async def create_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(
-        dsn, min_size=1, max_size=max_size, init=_init_connection, command_timeout=30
+        dsn,
+        min_size=1,
+        max_size=max_size,
+        init=_init_connection,
+        command_timeout=30,
+        # A generic plan for `= ANY($1)` turned into full scans as tables grew.
+        server_settings={"plan_cache_mode": "force_custom_plan"},
     )
     assert pool is not None
     return pool
@@ -32,12 +39,21 @@ async def create_pool(dsn: str, *, max_size: int = 10) -> asyncpg.Pool:
 class PgUnitOfWork:
     """`async with uow:` runs one transaction of one domain; it rolls back unless committed.
 
-    Subclasses add their repositories in `bind`.
+    Made from a pool, it is a transaction of its own, whose events the sweeper publishes. Made
+    from the connection of an agent's batch, it is a savepoint inside the batch's transaction,
+    and its events go into the batch's Effects once it commits. Subclasses add their
+    repositories in `bind`.
     """
 
-    def __init__(self, pool: asyncpg.Pool, domain: str) -> None:
-        self._pool = pool
+    def __init__(
+        self,
+        source: asyncpg.Pool | asyncpg.Connection,
+        domain: str,
+        effects: Effects | None = None,
+    ) -> None:
+        self._source = source
         self.domain = domain
+        self._effects = effects
         self._conn: Any = None
         self._tx: Any = None
         self.committed = False
@@ -48,12 +64,19 @@ class PgUnitOfWork:
         conn: asyncpg.Connection = self._conn
         return conn
 
+    @property
+    def _owns_connection(self) -> bool:
+        return isinstance(self._source, asyncpg.Pool)
+
     def bind(self, conn: asyncpg.Connection) -> None:
         self.ledger = PgLedger(conn, self.domain)
         self.outbox = PgOutbox(conn, self.domain)
 
     async def __aenter__(self) -> Self:
-        self._conn = await self._pool.acquire()
+        if isinstance(self._source, asyncpg.Pool):
+            self._conn = await self._source.acquire()
+        else:
+            self._conn = self._source
         self._tx = self._conn.transaction()
         await self._tx.start()
         self.committed = False
@@ -63,6 +86,8 @@ class PgUnitOfWork:
     async def commit(self) -> None:
         await self._tx.commit()
         self.committed = True
+        if self._effects is not None:
+            self._effects.rows += self.outbox.written
 
     async def __aexit__(
         self,
@@ -74,5 +99,6 @@ class PgUnitOfWork:
             if not self.committed:
                 await self._tx.rollback()
         finally:
-            await self._pool.release(self._conn)
+            if isinstance(self._source, asyncpg.Pool):
+                await self._source.release(self._conn)
             self._conn = None

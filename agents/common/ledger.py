@@ -11,6 +11,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from agents.common.errors import DomainError
+from agents.common.relay import Outgoing, write_events
 from topics.envelope import Reply
 
 GET_REPLY = "SELECT reply FROM processed_commands WHERE domain = $1 AND command_id = $2"
@@ -18,7 +19,6 @@ PUT_REPLY = """
 INSERT INTO processed_commands (domain, command_id, reply) VALUES ($1, $2, $3)
 ON CONFLICT DO NOTHING RETURNING 1
 """
-ADD_EVENT = "INSERT INTO outbox (domain, topic, key, payload, headers) VALUES ($1, $2, $3, $4, $5)"
 
 
 class CommandRaced(Exception):
@@ -34,16 +34,6 @@ class Outbox(Protocol):
     async def add(
         self, topic: str, key: str, event: BaseModel, headers: Mapping[str, str] | None = None
     ) -> None: ...
-
-
-def reply_envelope(correlation_id: str, reply: Reply) -> dict[str, object]:
-    """Faust's ReqRepResponse, as an agent's `yield` would send it: what the gateway reads."""
-    return {
-        "key": None,
-        "value": reply.model_dump(mode="json"),
-        "correlation_id": correlation_id,
-        "__faust": {"ns": "@ReqRepResponse"},
-    }
 
 
 class UnitOfWork(Protocol):
@@ -83,23 +73,13 @@ class PgOutbox:
     def __init__(self, conn: asyncpg.Connection, domain: str) -> None:
         self._conn = conn
         self._domain = domain
+        self.written: list[Outgoing] = []
 
     async def add(
         self, topic: str, key: str, event: BaseModel, headers: Mapping[str, str] | None = None
     ) -> None:
-        await self._conn.execute(
-            ADD_EVENT, self._domain, topic, key, event.model_dump(mode="json"), dict(headers or {})
-        )
-
-    async def add_reply(self, reply_to: str, correlation_id: str, reply: Reply) -> None:
-        """A reply sent later than its request, with the state change that decides it."""
-        await self._conn.execute(
-            ADD_EVENT,
-            self._domain,
-            reply_to,
-            correlation_id,
-            reply_envelope(correlation_id, reply),
-            {},
+        self.written += await write_events(
+            self._conn, self._domain, [(topic, key, event)], dict(headers or {})
         )
 
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -18,7 +19,7 @@ from mode import Service
 from agents.common.db import create_pool
 from agents.common.grpc_server import GrpcServer, create_server
 from agents.common.logs import formatter_for
-from agents.common.relay import OutboxRelay
+from agents.common.relay import OutboxSweeper, Publisher
 from agents.common.settings import KafkaTuning, Settings
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,11 @@ class DomainApp(faust.App):
     kafka_tuning: KafkaTuning
 
 
-def create_faust_app(domain: str, settings: Settings) -> DomainApp:
+def create_faust_app(domain: str, settings: Settings, *, on_client_path: bool = True) -> DomainApp:
+    """The domain's Faust app; one off the client's path polls the broker less often."""
     tuning = settings.kafka
+    if not on_client_path:
+        tuning = replace(tuning, fetch_max_wait_ms=tuning.background_fetch_max_wait_ms)
     datadir = settings.state_dir / "faust" / domain
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = DomainApp(
@@ -99,7 +103,8 @@ class DomainRuntime(Service):
         self._add_servicers = add_servicers
         self._pool: asyncpg.Pool | None = None
         self._producer: AIOKafkaProducer | None = None
-        self._relay: OutboxRelay | None = None
+        self._sweeper: OutboxSweeper | None = None
+        self._publisher: Publisher | None = None
         self.grpc: GrpcServer | None = None
         self._started_ready = False
         super().__init__(**kwargs)
@@ -115,9 +120,14 @@ class DomainRuntime(Service):
         return self._producer
 
     @property
-    def relay(self) -> OutboxRelay:
-        assert self._relay is not None, "runtime not started"
-        return self._relay
+    def sweeper(self) -> OutboxSweeper:
+        assert self._sweeper is not None, "runtime not started"
+        return self._sweeper
+
+    @property
+    def publisher(self) -> Publisher:
+        assert self._publisher is not None, "runtime not started"
+        return self._publisher
 
     async def on_start(self) -> None:
         self._pool = await _connect_pool(
@@ -127,8 +137,11 @@ class DomainRuntime(Service):
             bootstrap_servers=self.settings.require_kafka(), acks="all", linger_ms=0
         )
         await self._producer.start()
-        self._relay = OutboxRelay(self._pool, self._producer, self.domain)
-        self.add_future(self._relay.run())
+        self._sweeper = OutboxSweeper(
+            self._pool, self._producer, self.domain, dsn=self.settings.require_database()
+        )
+        self._publisher = Publisher(self._pool, self._producer, self.domain, self._sweeper)
+        self.add_future(self._sweeper.run())
         for task in self._background:
             self.add_future(task(self))
         self.grpc = create_server(
@@ -175,6 +188,8 @@ class DomainRuntime(Service):
     async def on_stop(self) -> None:
         if self.grpc is not None:
             await self.grpc.stop(grace=2.0)
+        if self._publisher is not None:
+            await self._publisher.stop()
         if self._producer is not None:
             await self._producer.stop()
         if self._pool is not None:

@@ -69,10 +69,22 @@ class KafkaTuning:
     """Consumer settings that set latency and start-up time (see docs/performance.md)."""
 
     fetch_max_wait_ms: int = 10
+    # Consumers off the client's path (payments, the gateway's catalogue events) poll slower.
+    background_fetch_max_wait_ms: int = 200
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 500
     rebalance_timeout_ms: int = 3000
     request_timeout_ms: int = 40000
+
+
+@dataclass(frozen=True)
+class Batching:
+    """What an agent takes at once: up to `max_batch` messages, for `within_s` after the first."""
+
+    max_batch: int = 500
+    within_s: float = 0.001
+    pending_redrive_s: float = 15.0
+    pending_give_up_s: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -156,6 +168,7 @@ class Settings:
     gateway_instance: str = field(default_factory=socket.gethostname)
     grpc: GrpcAddresses = field(default_factory=GrpcAddresses)
     kafka: KafkaTuning = field(default_factory=KafkaTuning)
+    batching: Batching = field(default_factory=Batching)
     auth: AuthSettings = field(default_factory=AuthSettings)
     edge: EdgeSettings = field(default_factory=EdgeSettings)
     request_timeout_s: float = 5.0
@@ -192,7 +205,20 @@ class Settings:
                 e, "KAFKA_REBALANCE_TIMEOUT_MS", d.kafka.rebalance_timeout_ms
             ),
             request_timeout_ms=_int(e, "KAFKA_REQUEST_TIMEOUT_MS", d.kafka.request_timeout_ms),
+            background_fetch_max_wait_ms=_int(
+                e, "KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS", d.kafka.background_fetch_max_wait_ms
+            ),
         )
+        batching = Batching(
+            max_batch=_int(e, "BATCH_MAX", d.batching.max_batch),
+            within_s=_float(e, "BATCH_WITHIN_S", d.batching.within_s),
+            pending_redrive_s=_float(e, "ORDER_PENDING_REDRIVE_S", d.batching.pending_redrive_s),
+            pending_give_up_s=_float(e, "ORDER_PENDING_GIVE_UP_S", d.batching.pending_give_up_s),
+        )
+        if batching.max_batch < 1 or not 0 <= batching.within_s <= 1:
+            raise SettingsError("BATCH_MAX must be at least 1 and BATCH_WITHIN_S 0..1")
+        if not 0 < batching.pending_redrive_s < batching.pending_give_up_s:
+            raise SettingsError("ORDER_PENDING_REDRIVE_S must be below ORDER_PENDING_GIVE_UP_S")
         if kafka.fetch_max_wait_ms < 2:
             raise SettingsError("KAFKA_FETCH_MAX_WAIT_MS below 2 loses replies on Tansu; use 5-10")
         gateway_port = _int(e, "GATEWAY_PORT", d.gateway_port)
@@ -204,6 +230,7 @@ class Settings:
             gateway_instance=_str(e, "GATEWAY_INSTANCE", d.gateway_instance),
             grpc=grpc,
             kafka=kafka,
+            batching=batching,
             auth=_auth_settings(e),
             edge=_edge_settings(e, gateway_port),
             request_timeout_s=_float(e, "REQUEST_TIMEOUT_S", d.request_timeout_s),

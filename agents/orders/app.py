@@ -2,27 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import logging
 
 import faust
 import grpc
+from pydantic import TypeAdapter
 
-from agents.common.agent import RequestMeta, command_agent, event_agent
+from agents.common.agent import Route, batch_agent, each
+from agents.common.failures import is_transient
+from agents.common.relay import Effects
 from agents.common.runtime import DomainRuntime, create_faust_app
 from agents.common.settings import Settings
 from agents.orders import DOMAIN, handlers
-from agents.orders.repository import OrdersUnitOfWork
 from agents.orders.servicer import OrderServicer
 from protos import orders_pb2, orders_pb2_grpc
 from topics import ORDERS_COMMANDS, PAYMENTS_EVENTS, PRODUCTS_EVENTS
-from topics.envelope import Reply
 from topics.orders import PlaceOrder
-from topics.payments import PaymentCreated, PaymentFailed, PaymentSucceeded
+from topics.payments import PaymentFailed, PaymentSucceeded
 from topics.products import StockRejected, StockReserved
+
+log = logging.getLogger(__name__)
+
+SWEEP_EVERY_S = 5.0
+
+stock_decision: TypeAdapter[StockReserved | StockRejected] = TypeAdapter(
+    StockReserved | StockRejected
+)
+payment_outcome: TypeAdapter[PaymentSucceeded | PaymentFailed] = TypeAdapter(
+    PaymentSucceeded | PaymentFailed
+)
 
 
 def bootstrap(settings: Settings) -> tuple[faust.App, DomainRuntime]:
     app = create_faust_app(DOMAIN, settings)
+    batching = settings.batching
 
     def add_servicers(server: grpc.aio.Server, runtime: DomainRuntime) -> list[str]:
         orders_pb2_grpc.add_OrderServiceServicer_to_server(
@@ -30,39 +44,45 @@ def bootstrap(settings: Settings) -> tuple[faust.App, DomainRuntime]:
         )
         return [orders_pb2.DESCRIPTOR.services_by_name["OrderService"].full_name]
 
-    runtime = DomainRuntime(app, settings, DOMAIN, add_servicers)
+    async def sweep(runtime: DomainRuntime) -> None:
+        """Orders stuck pending are re-driven, then given up (see handlers.sweep_pending)."""
+        while True:
+            await asyncio.sleep(SWEEP_EVERY_S)
+            fx = Effects()
+            try:
+                touched = await handlers.sweep_pending(
+                    runtime.pool, fx, batching.pending_redrive_s, batching.pending_give_up_s
+                )
+            except Exception as e:
+                if not is_transient(e):
+                    log.exception("sweeping pending orders failed")
+                continue
+            if touched:
+                log.warning("%d orders still pending: re-driven or given up", touched)
+                await runtime.publisher.publish(fx)
 
-    def uow() -> OrdersUnitOfWork:
-        return OrdersUnitOfWork(runtime.pool)
-
-    async def place(cmd: PlaceOrder, meta: RequestMeta) -> Reply | None:
-        return await handlers.place_order(cmd, meta, uow)
-
-    def on(handler: Any) -> Any:
-        async def handle(event: Any) -> Reply:
-            reply: Reply = await handler(event, uow())
-            return reply
-
-        return handle
-
-    command_agent(app, runtime, ORDERS_COMMANDS, PlaceOrder.model_validate_json, place)
-    event_agent(
+    runtime = DomainRuntime(app, settings, DOMAIN, add_servicers, tasks=[sweep])
+    batch_agent(
+        app,
+        runtime,
+        ORDERS_COMMANDS,
+        {"PlaceOrder": Route(PlaceOrder.model_validate_json, handlers.place_orders)},
+        commands=True,
+    )
+    decided = Route(stock_decision.validate_json, handlers.stock_decided)
+    batch_agent(
         app,
         runtime,
         PRODUCTS_EVENTS,
-        {
-            "StockReserved": (StockReserved, on(handlers.on_stock_reserved)),
-            "StockRejected": (StockRejected, on(handlers.on_stock_rejected)),
-        },
+        {"StockReserved": decided, "StockRejected": decided},
+        commands=False,
     )
-    event_agent(
+    paid = Route(payment_outcome.validate_json, each(handlers.on_payment_event))
+    batch_agent(
         app,
         runtime,
         PAYMENTS_EVENTS,
-        {
-            "PaymentCreated": (PaymentCreated, on(handlers.on_payment_created)),
-            "PaymentSucceeded": (PaymentSucceeded, on(handlers.on_payment_succeeded)),
-            "PaymentFailed": (PaymentFailed, on(handlers.on_payment_failed)),
-        },
+        {"PaymentSucceeded": paid, "PaymentFailed": paid},
+        commands=False,
     )
     return app, runtime

@@ -1,4 +1,9 @@
-"""The orders side of the checkout saga: place, then follow stock and payment outcomes."""
+"""The orders side of the checkout saga: place, then follow stock and payment outcomes.
+
+PlaceOrder and the stock answers are on the client's path: they are handled a batch at a time
+with set-based SQL. The client is answered as soon as the stock is decided; the payment follows
+as an event.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,14 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from agents.common.agent import RequestMeta
+import asyncpg
+
+from agents.common.agent import Inbound, RequestMeta
 from agents.common.ledger import handle_once
+from agents.common.relay import Effects
+from agents.orders import repository as sql
 from agents.orders.repository import OrderRow, OrdersUnitOfWork
-from agents.products.stock import merge
+from topics import ORDERS_EVENTS
 from topics.envelope import ErrorType, Reply
 from topics.orders import (
     OrderAwaitingPayment,
@@ -19,10 +28,10 @@ from topics.orders import (
     OrderRejected,
     PlaceOrder,
 )
-from topics.payments import PaymentCreated, PaymentFailed, PaymentSucceeded
+from topics.payments import PaymentFailed, PaymentSucceeded
 from topics.products import StockRejected, StockReserved
 
-FINAL = ("awaiting_payment", "paid", "rejected", "cancelled")
+DECIDED = ("awaiting_payment", "paid", "rejected", "cancelled")
 
 
 def _now() -> datetime:
@@ -33,48 +42,97 @@ def order_reply(order: OrderRow) -> Reply:
     return Reply.success({"order": order.to_json()})
 
 
-async def place_order(
-    cmd: PlaceOrder, meta: RequestMeta, uow_factory: Callable[[], OrdersUnitOfWork]
-) -> Reply | None:
-    """Create the order `pending` and emit OrderPlaced; the reply waits for the stock answer.
+def _duplicate(cmd: PlaceOrder, meta: RequestMeta, existing: OrderRow) -> Reply | None:
+    """The answer to a PlaceOrder whose command id has an order already; None: it comes later.
 
-    The command id is the idempotency key: the same body again answers as the first did (now,
-    if the order is decided; later, if this is the same request redelivered), another body is
-    refused, and a second request while the first is undecided is a conflict.
-    """
-    async with uow_factory() as uow:
-        existing = await uow.orders.by_command(cmd.command_id)
-        if existing is not None:
-            if existing.request_hash != cmd.request_hash:
-                return Reply.failure(
-                    ErrorType.INVALID, "this Idempotency-Key was used for another order"
-                )
-            if existing.status in FINAL:
-                return order_reply(await uow.orders.detailed(existing.id))
-            if meta.correlation_id and existing.correlation_id == meta.correlation_id:
-                return None
-            return Reply.failure(ErrorType.CONFLICT, "this order is still being placed")
-        lines = merge(list(cmd.items))
-        order = await uow.orders.add(
-            cmd.user_id, cmd.command_id, cmd.request_hash, lines, meta.reply_to, meta.correlation_id
+    The same body again answers as the first did (now, if the order is decided; later, if this
+    is the same request redelivered); another body is refused; a second request while the
+    first is undecided is a conflict."""
+    if existing.request_hash != cmd.request_hash:
+        return Reply.failure(ErrorType.INVALID, "this Idempotency-Key was used for another order")
+    if existing.status in DECIDED:
+        return order_reply(existing)
+    if meta.correlation_id and existing.correlation_id == meta.correlation_id:
+        return None
+    return Reply.failure(ErrorType.CONFLICT, "this order is still being placed")
+
+
+async def place_orders(
+    conn: asyncpg.Connection, batch: list[Inbound[PlaceOrder]], fx: Effects
+) -> None:
+    """Record each new order `pending` and emit OrderPlaced; the reply waits for the stock."""
+    first: dict[uuid.UUID, Inbound[PlaceOrder]] = {}
+    for item in batch:
+        first.setdefault(item.message.command_id, item)
+    new = list(first.values())
+    created = await sql.insert_orders(conn, [(i.message, i.meta) for i in new])
+    for item in new:
+        order = created.get(item.message.command_id)
+        if order is None:
+            continue
+        fx.emit(
+            ORDERS_EVENTS.name,
+            str(order.id),
+            OrderPlaced(
+                event_id=uuid.uuid4(),
+                occurred_at=_now(),
+                order_id=order.id,
+                user_id=item.message.user_id,
+                items=list(item.message.items),
+            ),
         )
-        event = OrderPlaced(
-            event_id=uuid.uuid4(),
-            occurred_at=_now(),
-            order_id=order.id,
-            user_id=cmd.user_id,
-            items=list(cmd.items),
+    duplicates = [
+        i
+        for i in batch
+        if i.message.command_id not in created or first[i.message.command_id] is not i
+    ]
+    if not duplicates:
+        return
+    existing = await sql.orders_by_commands(conn, [i.message.command_id for i in duplicates])
+    for item in duplicates:
+        order = existing[item.message.command_id]
+        reply = _duplicate(item.message, item.meta, order)
+        if reply is not None:
+            fx.reply(item.meta.reply_to, item.meta.correlation_id, reply)
+
+
+async def stock_decided(
+    conn: asyncpg.Connection, batch: list[Inbound[StockReserved | StockRejected]], fx: Effects
+) -> None:
+    """Move each pending order to awaiting_payment or rejected, and answer its PlaceOrder."""
+    decisions = {i.message.order_id: i.message for i in batch}
+    locked = await sql.lock_orders(conn, list(decisions))
+    pending = {o.id: decisions[o.id] for o in locked if o.status == "pending"}
+    reserved = [d for d in pending.values() if isinstance(d, StockReserved)]
+    rejected = [d for d in pending.values() if isinstance(d, StockRejected)]
+    await sql.mark_reserved(conn, reserved)
+    await sql.mark_rejected(conn, [(r.order_id, r.reason) for r in rejected])
+    users = {o.id: o.user_id for o in locked}
+    for d in reserved:
+        fx.emit(
+            ORDERS_EVENTS.name,
+            str(d.order_id),
+            OrderAwaitingPayment(
+                event_id=uuid.uuid4(),
+                occurred_at=_now(),
+                order_id=d.order_id,
+                user_id=users[d.order_id],
+                total=d.total,
+            ),
         )
-        await uow.orders_outbox(event)
-        await uow.commit()
-    return None
-
-
-async def _answer(uow: OrdersUnitOfWork, order: OrderRow) -> None:
-    """Send the deferred reply of the PlaceOrder that made this order, with its outcome."""
-    if order.reply_to and order.correlation_id:
-        detailed = await uow.orders.detailed(order.id)
-        await uow.outbox.add_reply(order.reply_to, order.correlation_id, order_reply(detailed))
+    for r in rejected:
+        fx.emit(
+            ORDERS_EVENTS.name,
+            str(r.order_id),
+            OrderRejected(
+                event_id=uuid.uuid4(), occurred_at=_now(), order_id=r.order_id, reason=r.reason
+            ),
+        )
+    # An answer sent again (a redelivered decision) is one the gateway no longer waits for.
+    answered = [o.id for o in locked if o.reply_to and o.correlation_id]
+    for order in await sql.detailed_orders(conn, answered):
+        if order.status in DECIDED:
+            fx.reply(order.reply_to, order.correlation_id, order_reply(order))
 
 
 Act = Callable[[OrdersUnitOfWork, OrderRow], Awaitable[None]]
@@ -95,46 +153,6 @@ async def _advance(
         return Reply.success({"order_id": order.id, "changed": True})
 
     return await handle_once(uow, event_id, apply)
-
-
-async def on_stock_reserved(event: StockReserved, uow: OrdersUnitOfWork) -> Reply:
-    async def act(u: OrdersUnitOfWork, order: OrderRow) -> None:
-        unit_prices = [(line.product_id, line.unit_price) for line in event.lines]
-        await u.orders.price(order.id, event.total, unit_prices)
-        await u.orders.move(order.id, "awaiting_payment")
-        await u.orders_outbox(
-            OrderAwaitingPayment(
-                event_id=uuid.uuid4(),
-                occurred_at=_now(),
-                order_id=order.id,
-                user_id=order.user_id,
-                total=event.total,
-            )
-        )
-        # The reply waits for PaymentCreated: a client may ask for the payment right after.
-
-    return await _advance(uow, event.event_id, event.order_id, "pending", act)
-
-
-async def on_stock_rejected(event: StockRejected, uow: OrdersUnitOfWork) -> Reply:
-    async def act(u: OrdersUnitOfWork, order: OrderRow) -> None:
-        await u.orders.move(order.id, "rejected", event.reason)
-        await u.orders_outbox(
-            OrderRejected(
-                event_id=uuid.uuid4(),
-                occurred_at=_now(),
-                order_id=order.id,
-                reason=event.reason,
-            )
-        )
-        await _answer(u, order)
-
-    return await _advance(uow, event.event_id, event.order_id, "pending", act)
-
-
-async def on_payment_created(event: PaymentCreated, uow: OrdersUnitOfWork) -> Reply:
-    """The order's payment exists: now the order is answered (awaiting payment)."""
-    return await _advance(uow, event.event_id, event.order_id, "awaiting_payment", _answer)
 
 
 async def on_payment_succeeded(event: PaymentSucceeded, uow: OrdersUnitOfWork) -> Reply:
@@ -160,3 +178,56 @@ async def on_payment_failed(event: PaymentFailed, uow: OrdersUnitOfWork) -> Repl
         )
 
     return await _advance(uow, event.event_id, event.order_id, "awaiting_payment", act)
+
+
+async def on_payment_event(
+    event: PaymentSucceeded | PaymentFailed,
+    _meta: RequestMeta,
+    conn: asyncpg.Connection,
+    fx: Effects,
+) -> Reply:
+    uow = OrdersUnitOfWork(conn, fx)
+    if isinstance(event, PaymentSucceeded):
+        return await on_payment_succeeded(event, uow)
+    return await on_payment_failed(event, uow)
+
+
+async def sweep_pending(
+    pool: asyncpg.Pool, fx: Effects, redrive_after_s: float, give_up_after_s: float
+) -> int:
+    """Orders still `pending` past a deadline: OrderPlaced again (the stock answer was lost),
+    then, past the last deadline, rejected with the reason. Returns how many it touched."""
+    async with pool.acquire() as conn, conn.transaction():
+        stuck = await sql.stuck_orders(conn, redrive_after_s)
+        if not stuck:
+            return 0
+        given_up = [o for o in stuck if o.age_s >= give_up_after_s]
+        redriven = [o for o in stuck if o.age_s < give_up_after_s]
+        reason = f"no stock answer within {give_up_after_s:.0f} s"
+        await sql.mark_rejected(conn, [(o.id, reason) for o in given_up])
+        await sql.mark_redriven(conn, [o.id for o in redriven])
+        for o in redriven:
+            items = await sql.order_lines(conn, o.id)
+            fx.emit(
+                ORDERS_EVENTS.name,
+                str(o.id),
+                OrderPlaced(
+                    event_id=uuid.uuid4(),
+                    occurred_at=_now(),
+                    order_id=o.id,
+                    user_id=o.user_id,
+                    items=items,
+                ),
+            )
+        for o in given_up:
+            fx.emit(
+                ORDERS_EVENTS.name,
+                str(o.id),
+                OrderRejected(
+                    event_id=uuid.uuid4(), occurred_at=_now(), order_id=o.id, reason=reason
+                ),
+            )
+        for order in await sql.detailed_orders(conn, [o.id for o in given_up]):
+            fx.reply(order.reply_to, order.correlation_id, order_reply(order))
+        await fx.flush(conn, "orders")
+    return len(stuck)

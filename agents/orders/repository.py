@@ -11,6 +11,8 @@ from typing import Any
 import asyncpg
 
 from agents.common.db import PgUnitOfWork, rfc3339
+from agents.common.relay import Effects
+from agents.products.stock import merge
 from topics import ORDERS_EVENTS
 from topics.orders import (
     OrderAwaitingPayment,
@@ -18,7 +20,9 @@ from topics.orders import (
     OrderPaid,
     OrderPlaced,
     OrderRejected,
+    PlaceOrder,
 )
+from topics.products import OrderLine, StockReserved
 
 ORDER_COLUMNS = """
 id, user_id, status, total_price, reason, command_id, request_hash, reply_to, correlation_id,
@@ -155,8 +159,10 @@ class OrderRepository:
 
 
 class OrdersUnitOfWork(PgUnitOfWork):
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        super().__init__(pool, "orders")
+    def __init__(
+        self, source: asyncpg.Pool | asyncpg.Connection, effects: Effects | None = None
+    ) -> None:
+        super().__init__(source, "orders", effects)
 
     def bind(self, conn: asyncpg.Connection) -> None:
         super().bind(conn)
@@ -190,3 +196,135 @@ async def orders_for_user(
     async with pool.acquire() as conn:
         rows = await conn.fetch(LIST_FOR_USER, user_id, limit, offset)
         return await _with_details(conn, [o for r in rows if (o := _order(r)) is not None])
+
+
+# The batch statements of the saga's hot path: one round trip for the whole batch each.
+INSERT_ORDERS = f"""
+INSERT INTO orders (user_id, command_id, request_hash, reply_to, correlation_id)
+SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[])
+ON CONFLICT (command_id) DO NOTHING
+RETURNING {ORDER_COLUMNS}
+"""
+INSERT_ITEMS = """
+INSERT INTO order_items (order_id, product_id, quantity)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[])
+"""
+INSERT_HISTORIES = """
+INSERT INTO order_status_history (order_id, status, reason)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])
+"""
+BY_COMMANDS = f"SELECT {ORDER_COLUMNS} FROM orders WHERE command_id = ANY($1::uuid[])"
+LOCK_MANY = (
+    f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"
+)
+SET_RESERVED = """
+UPDATE orders o SET status = 'awaiting_payment', total_price = d.total
+FROM unnest($1::bigint[], $2::numeric[]) AS d(id, total) WHERE o.id = d.id
+"""
+SET_PRICES = """
+UPDATE order_items i SET price = d.price
+FROM unnest($1::bigint[], $2::bigint[], $3::numeric[]) AS d(order_id, product_id, price)
+WHERE i.order_id = d.order_id AND i.product_id = d.product_id
+"""
+SET_REJECTED = """
+UPDATE orders o SET status = 'rejected', reason = d.reason
+FROM unnest($1::bigint[], $2::text[]) AS d(id, reason) WHERE o.id = d.id
+"""
+DETAILED = f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1::bigint[]) ORDER BY id"
+STUCK = """
+SELECT id, user_id, extract(epoch FROM now() - created_at) AS age_s FROM orders
+WHERE status = 'pending' AND created_at < now() - make_interval(secs => $1)
+  AND (redriven_at IS NULL OR redriven_at < now() - make_interval(secs => $1))
+ORDER BY created_at LIMIT 500 FOR UPDATE SKIP LOCKED
+"""
+SET_REDRIVEN = "UPDATE orders SET redriven_at = now() WHERE id = ANY($1::bigint[])"
+LINES = "SELECT product_id, quantity FROM order_items WHERE order_id = $1 ORDER BY id"
+
+
+@dataclass(frozen=True)
+class Stuck:
+    id: int
+    user_id: int
+    age_s: float
+
+
+async def insert_orders(
+    conn: asyncpg.Connection, commands: list[tuple[PlaceOrder, Any]]
+) -> dict[uuid.UUID, OrderRow]:
+    """The new orders by command id; a command id that has an order already is left out."""
+    rows = await conn.fetch(
+        INSERT_ORDERS,
+        [c.user_id for c, _ in commands],
+        [c.command_id for c, _ in commands],
+        [c.request_hash for c, _ in commands],
+        [m.reply_to for _, m in commands],
+        [m.correlation_id for _, m in commands],
+    )
+    created = {r["command_id"]: OrderRow(**dict(r)) for r in rows}
+    items: list[tuple[int, int, int]] = []
+    for cmd, _ in commands:
+        if (order := created.get(cmd.command_id)) is not None:
+            items += [(order.id, p, q) for p, q in merge(list(cmd.items))]
+    if created:
+        await conn.execute(INSERT_ITEMS, *(list(c) for c in zip(*items, strict=True)))
+        await _record(conn, [(o.id, "pending", None) for o in created.values()])
+    return created
+
+
+async def _record(conn: asyncpg.Connection, changes: list[tuple[int, str, str | None]]) -> None:
+    if changes:
+        await conn.execute(INSERT_HISTORIES, *(list(c) for c in zip(*changes, strict=True)))
+
+
+async def orders_by_commands(
+    conn: asyncpg.Connection, command_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, OrderRow]:
+    rows = [OrderRow(**dict(r)) for r in await conn.fetch(BY_COMMANDS, command_ids)]
+    return {o.command_id: o for o in await _with_details(conn, rows)}
+
+
+async def lock_orders(conn: asyncpg.Connection, order_ids: list[int]) -> list[OrderRow]:
+    return [OrderRow(**dict(r)) for r in await conn.fetch(LOCK_MANY, order_ids)]
+
+
+async def mark_reserved(conn: asyncpg.Connection, decisions: list[StockReserved]) -> None:
+    if not decisions:
+        return
+    await conn.execute(SET_RESERVED, [d.order_id for d in decisions], [d.total for d in decisions])
+    prices = [(d.order_id, line.product_id, line.unit_price) for d in decisions for line in d.lines]
+    if prices:
+        await conn.execute(SET_PRICES, *(list(c) for c in zip(*prices, strict=True)))
+    await _record(conn, [(d.order_id, "awaiting_payment", None) for d in decisions])
+
+
+async def mark_rejected(conn: asyncpg.Connection, rejected: list[tuple[int, str]]) -> None:
+    if not rejected:
+        return
+    await conn.execute(SET_REJECTED, [o for o, _ in rejected], [r for _, r in rejected])
+    await _record(conn, [(o, "rejected", r) for o, r in rejected])
+
+
+async def detailed_orders(conn: asyncpg.Connection, order_ids: list[int]) -> list[OrderRow]:
+    if not order_ids:
+        return []
+    rows = [OrderRow(**dict(r)) for r in await conn.fetch(DETAILED, order_ids)]
+    return await _with_details(conn, rows)
+
+
+async def stuck_orders(conn: asyncpg.Connection, older_than_s: float) -> list[Stuck]:
+    return [
+        Stuck(r["id"], r["user_id"], float(r["age_s"]))
+        for r in await conn.fetch(STUCK, older_than_s)
+    ]
+
+
+async def mark_redriven(conn: asyncpg.Connection, order_ids: list[int]) -> None:
+    if order_ids:
+        await conn.execute(SET_REDRIVEN, order_ids)
+
+
+async def order_lines(conn: asyncpg.Connection, order_id: int) -> list[OrderLine]:
+    return [
+        OrderLine(product_id=r["product_id"], quantity=r["quantity"])
+        for r in await conn.fetch(LINES, order_id)
+    ]

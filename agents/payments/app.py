@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+import asyncpg
 import faust
 import grpc
 
-from agents.common.agent import RequestMeta, command_agent, event_agent
+from agents.common.agent import BatchHandler, RequestMeta, Route, batch_agent, each
+from agents.common.failures import is_transient
+from agents.common.relay import Effects
 from agents.common.runtime import DomainRuntime, create_faust_app
 from agents.common.settings import Settings
 from agents.payments import DOMAIN, handlers
@@ -26,7 +31,8 @@ EXPIRY_CHECK_S = 1.0
 
 
 def bootstrap(settings: Settings) -> tuple[faust.App, DomainRuntime]:
-    app = create_faust_app(DOMAIN, settings)
+    # Off the client's path: an order is answered before its payment exists.
+    app = create_faust_app(DOMAIN, settings, on_client_path=False)
 
     def add_servicers(server: grpc.aio.Server, runtime: DomainRuntime) -> list[str]:
         payments_pb2_grpc.add_PaymentServiceServicer_to_server(
@@ -38,34 +44,56 @@ def bootstrap(settings: Settings) -> tuple[faust.App, DomainRuntime]:
         while True:
             try:
                 if await handlers.expire_due(PaymentsUnitOfWork(runtime.pool)):
-                    runtime.relay.wake()
+                    runtime.sweeper.wake()
             except Exception as e:
-                log.warning("expiring payments failed: %s", e)
+                if not is_transient(e):
+                    log.exception("expiring payments failed")
             await asyncio.sleep(EXPIRY_CHECK_S)
 
     runtime = DomainRuntime(app, settings, DOMAIN, add_servicers, tasks=[expire])
 
-    async def pay(cmd: PayPayment, _: RequestMeta) -> Reply:
-        return await handlers.pay(cmd, PaymentsUnitOfWork(runtime.pool))
+    def handled(handle: Callable[[Any, PaymentsUnitOfWork], Awaitable[Reply]]) -> BatchHandler:
+        async def one(message: Any, _: RequestMeta, conn: asyncpg.Connection, fx: Effects) -> Reply:
+            return await handle(message, PaymentsUnitOfWork(conn, fx))
 
-    async def reported(event: ProviderPaymentOutcome, _: RequestMeta) -> Reply:
-        return await handlers.provider_outcome(event, PaymentsUnitOfWork(runtime.pool))
+        return each(one)
 
-    async def awaiting(event: OrderAwaitingPayment) -> Reply:
-        return await handlers.on_order_awaiting_payment(
-            event, PaymentsUnitOfWork(runtime.pool), settings.payment_ttl_s
-        )
+    async def pay(cmd: PayPayment, uow: PaymentsUnitOfWork) -> Reply:
+        return await handlers.pay(cmd, uow)
 
-    command_agent(app, runtime, PAYMENTS_COMMANDS, PayPayment.model_validate_json, pay)
-    command_agent(
-        app, runtime, PAYMENTS_PROVIDER_EVENTS, ProviderPaymentOutcome.model_validate_json, reported
+    async def reported(event: ProviderPaymentOutcome, uow: PaymentsUnitOfWork) -> Reply:
+        return await handlers.provider_outcome(event, uow)
+
+    async def awaiting(event: OrderAwaitingPayment, uow: PaymentsUnitOfWork) -> Reply:
+        return await handlers.on_order_awaiting_payment(event, uow, settings.payment_ttl_s)
+
+    batch_agent(
+        app,
+        runtime,
+        PAYMENTS_COMMANDS,
+        {"PayPayment": Route(PayPayment.model_validate_json, handled(pay))},
+        commands=True,
     )
-    event_agent(
+    batch_agent(
+        app,
+        runtime,
+        PAYMENTS_PROVIDER_EVENTS,
+        {
+            "ProviderPaymentOutcome": Route(
+                ProviderPaymentOutcome.model_validate_json, handled(reported)
+            )
+        },
+        commands=True,
+    )
+    batch_agent(
         app,
         runtime,
         ORDERS_EVENTS,
         {
-            "OrderAwaitingPayment": (OrderAwaitingPayment, awaiting),
+            "OrderAwaitingPayment": Route(
+                OrderAwaitingPayment.model_validate_json, handled(awaiting)
+            )
         },
+        commands=False,
     )
     return app, runtime

@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from agents.common.db import PgUnitOfWork, rfc3339
+from agents.common.relay import Effects
 
 COLUMNS = "id, order_id, user_id, amount, status, reason, expires_at, created_at, updated_at"
 CREATE = """
@@ -91,8 +92,10 @@ class PaymentRepository:
 
 
 class PaymentsUnitOfWork(PgUnitOfWork):
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        super().__init__(pool, "payments")
+    def __init__(
+        self, source: asyncpg.Pool | asyncpg.Connection, effects: Effects | None = None
+    ) -> None:
+        super().__init__(source, "payments", effects)
 
     def bind(self, conn: asyncpg.Connection) -> None:
         super().bind(conn)

@@ -1,22 +1,26 @@
-"""The products process: composition root of its agent, its gRPC reads and its resources."""
+"""The products process: composition root of its agents, its gRPC reads and its resources."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import asyncpg
 import faust
 import grpc
 
-from agents.common.agent import RequestMeta, command_agent, event_agent
+from agents.common.agent import RequestMeta, Route, batch_agent, each
+from agents.common.relay import Effects
 from agents.common.runtime import DomainRuntime, create_faust_app
 from agents.common.settings import Settings
 from agents.products import DOMAIN
 from agents.products.handlers import handle_command
 from agents.products.repository import PgProductsUnitOfWork
 from agents.products.servicer import ProductServicer
-from agents.products.stock import release_stock, reserve_stock, sell_stock
+from agents.products.stock import on_order_event, reserve_batch
 from protos import products_pb2, products_pb2_grpc
 from topics import ORDERS_EVENTS, PRODUCTS_COMMANDS
 from topics.envelope import Reply
-from topics.orders import OrderCancelled, OrderPaid, OrderPlaced
+from topics.orders import OrderCancelled, OrderPaid, OrderPlaced, OrderRejected
 from topics.products import CreateProduct, DeleteProduct, UpdateProduct, product_command
 
 
@@ -30,32 +34,36 @@ def bootstrap(settings: Settings) -> tuple[faust.App, DomainRuntime]:
 
     runtime = DomainRuntime(app, settings, DOMAIN, add_servicers)
 
-    async def handle(cmd: CreateProduct | UpdateProduct | DeleteProduct, _: RequestMeta) -> Reply:
-        return await handle_command(cmd, PgProductsUnitOfWork(runtime.pool))
+    async def command(
+        cmd: CreateProduct | UpdateProduct | DeleteProduct,
+        _: RequestMeta,
+        conn: asyncpg.Connection,
+        fx: Effects,
+    ) -> Reply:
+        return await handle_command(cmd, PgProductsUnitOfWork(conn, fx))
 
-    command_agent(app, runtime, PRODUCTS_COMMANDS, product_command.validate_json, handle)
+    commands = Route(product_command.validate_json, each(command))
+    batch_agent(
+        app,
+        runtime,
+        PRODUCTS_COMMANDS,
+        {t.__name__: commands for t in (CreateProduct, UpdateProduct, DeleteProduct)},
+        commands=True,
+    )
 
-    async def placed(event: OrderPlaced) -> Reply:
-        return await reserve_stock(
-            event.event_id, event.order_id, list(event.items), PgProductsUnitOfWork(runtime.pool)
-        )
+    def route(model: Any) -> Route:
+        return Route(model.model_validate_json, each(on_order_event))
 
-    async def cancelled(event: OrderCancelled) -> Reply:
-        return await release_stock(
-            event.event_id, event.order_id, PgProductsUnitOfWork(runtime.pool)
-        )
-
-    async def paid(event: OrderPaid) -> Reply:
-        return await sell_stock(event.event_id, event.order_id, PgProductsUnitOfWork(runtime.pool))
-
-    event_agent(
+    batch_agent(
         app,
         runtime,
         ORDERS_EVENTS,
         {
-            "OrderPlaced": (OrderPlaced, placed),
-            "OrderCancelled": (OrderCancelled, cancelled),
-            "OrderPaid": (OrderPaid, paid),
+            "OrderPlaced": Route(OrderPlaced.model_validate_json, reserve_batch),
+            "OrderPaid": route(OrderPaid),
+            "OrderCancelled": route(OrderCancelled),
+            "OrderRejected": route(OrderRejected),
         },
+        commands=False,
     )
     return app, runtime

@@ -8,6 +8,7 @@ import asyncpg
 
 from agents.common.db import PgUnitOfWork
 from agents.common.ledger import UnitOfWork
+from agents.common.relay import Effects
 from topics.products import NewProduct, Product, ProductChanges
 
 COLUMNS = "id, name, description, price, stock, image_url, created_at, updated_at"
@@ -78,8 +79,10 @@ class PgProductRepository:
 
 
 class PgProductsUnitOfWork(PgUnitOfWork):
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        super().__init__(pool, "products")
+    def __init__(
+        self, source: asyncpg.Pool | asyncpg.Connection, effects: Effects | None = None
+    ) -> None:
+        super().__init__(source, "products", effects)
 
     def bind(self, conn: asyncpg.Connection) -> None:
         super().bind(conn)

@@ -1,4 +1,4 @@
-"""The users process: gRPC AuthService over Postgres, and the outbox relay of users.events."""
+"""The users process: gRPC AuthService over Postgres, and the outbox of users.events."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def bootstrap(settings: Settings) -> tuple[faust.App, DomainRuntime]:
     passwords = Passwords(settings.auth)
 
     def add_servicers(server: grpc.aio.Server, runtime: DomainRuntime) -> list[str]:
-        service = IdentityService(runtime.pool, settings, passwords, runtime.relay.wake)
+        service = IdentityService(runtime.pool, settings, passwords, runtime.sweeper.wake)
         users_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(service), server)
         return [users_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name]
 

@@ -5,17 +5,21 @@ Placing and paying are commands on Kafka; reading is gRPC. A user sees only thei
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import itertools
 import json
+import time
 from decimal import Decimal
 from typing import Annotated, Any
 
+import grpc
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.auth import require_role
 from gateway.bus import BusTimeout
-from gateway.keys import GRPC, IDENTITY
+from gateway.keys import GRPC, IDENTITY, SETTINGS
 from gateway.problems import Problem
 from gateway.routes import command_id, grpc_options, iso_time, request_reply, send_command
 from gateway.validation import int_query, read_body
@@ -187,15 +191,56 @@ async def pay(request: web.Request) -> web.Response:
     return web.json_response(result)
 
 
+# Statuses of an order whose payment exists, or is being created from its OrderAwaitingPayment.
+HAS_PAYMENT = ("awaiting_payment", "paid", "cancelled")
+PAYMENT_POLL_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+
+
 @require_role("user", "admin")
 async def payment_by_order(request: web.Request) -> web.Response:
-    reply = await request.app[GRPC].payments.GetPaymentByOrderId(
-        payments_pb2.GetPaymentByOrderIdRequest(
-            user_id=_user_id(request), order_id=_id(request, "order_id")
-        ),
-        **grpc_options(request),
-    )
+    """The order's payment. It follows the order's acceptance as an event, so right after a
+    201 it may not exist yet: then the gateway waits for it (within the request's deadline)
+    rather than answer a wrong 404."""
+    grpc_ = request.app[GRPC]
+    user_id, order_id = _user_id(request), _id(request, "order_id")
+    ask = payments_pb2.GetPaymentByOrderIdRequest(user_id=user_id, order_id=order_id)
+    try:
+        reply = await grpc_.payments.GetPaymentByOrderId(ask, **grpc_options(request))
+    except grpc.aio.AioRpcError as e:
+        if e.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        order = await grpc_.orders.GetOrder(
+            orders_pb2.GetOrderRequest(user_id=user_id, order_id=order_id),
+            **grpc_options(request),
+        )
+        if order.status not in HAS_PAYMENT:
+            raise
+        reply = await _payment_soon(request, ask)
     return web.json_response(payment_json(reply))
+
+
+async def _payment_soon(
+    request: web.Request, ask: payments_pb2.GetPaymentByOrderIdRequest
+) -> payments_pb2.Payment:
+    deadline = time.monotonic() + request.app[SETTINGS].request_timeout_s
+    for pause in itertools.chain(PAYMENT_POLL_S, itertools.repeat(PAYMENT_POLL_S[-1])):
+        await asyncio.sleep(pause)
+        try:
+            payment: payments_pb2.Payment = await request.app[GRPC].payments.GetPaymentByOrderId(
+                ask, **grpc_options(request)
+            )
+            return payment
+        except grpc.aio.AioRpcError as e:
+            if e.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+        if time.monotonic() + pause > deadline:
+            break
+    raise Problem(
+        503,
+        "the order's payment is still being created: retry in a moment",
+        code="unavailable",
+        headers={"Retry-After": "1"},
+    )
 
 
 def setup_routes(app: web.Application) -> None:

@@ -49,10 +49,10 @@ SELECT o.id, o.status, r.status AS reservation FROM orders o
 LEFT JOIN stock_reservations r ON r.order_id = o.id
 WHERE NOT (o.status, coalesce(r.status, '-')) IN (
     ('awaiting_payment', 'reserved'), ('paid', 'sold'), ('rejected', 'rejected'),
-    ('cancelled', 'released'))
+    ('cancelled', 'released'), ('rejected', 'abandoned'), ('rejected', 'released'))
 """
 SETTLED = f"""
-SELECT NOT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL)
+SELECT NOT EXISTS (SELECT 1 FROM outbox WHERE published_at IS NULL AND dead_at IS NULL)
    AND NOT EXISTS (SELECT 1 FROM orders WHERE status = 'pending')
    AND NOT EXISTS ({MISMATCHED})
    AND NOT EXISTS (SELECT 1 FROM payments p JOIN orders o ON o.id = p.order_id

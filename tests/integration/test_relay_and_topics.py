@@ -1,4 +1,4 @@
-"""The outbox relay and topic creation against real PostgreSQL and Tansu."""
+"""The outbox sweeper and topic creation against real PostgreSQL and Tansu."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from agents.common.embedded import EmbeddedTansu
-from agents.common.relay import OutboxRelay
+from agents.common.relay import OutboxSweeper
 from agents.common.settings import Settings
 from gateway.bus import BusClient
 from topics.admin import create_topics
@@ -32,7 +32,7 @@ async def test_topic_creation_is_idempotent_and_safe_concurrently(kafka: Embedde
     assert len(described["partitions"]) == 3
 
 
-async def test_relay_publishes_in_order_once_and_marks_rows(
+async def test_sweeper_publishes_in_order_once_and_marks_rows(
     pool: asyncpg.Pool, kafka: EmbeddedTansu
 ) -> None:
     domain = f"d{uuid.uuid4().hex[:8]}"
@@ -50,11 +50,11 @@ async def test_relay_publishes_in_order_once_and_marks_rows(
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
     await producer.start()
     try:
-        relay = OutboxRelay(pool, producer, domain, batch=2)
-        sent = [await relay.relay_once() for _ in range(4)]
+        sweeper = OutboxSweeper(pool, producer, domain, batch=2)
+        sent = [await sweeper.sweep_once() for _ in range(2)]
     finally:
         await producer.stop()
-    assert sent == [2, 2, 1, 0]
+    assert sent == [5, 0]
     assert (
         await pool.fetchval(
             "SELECT count(*) FROM outbox WHERE domain = $1 AND published_at IS NULL", domain
@@ -98,8 +98,8 @@ async def test_prune_forgets_only_old_published_events(pool: asyncpg.Pool) -> No
                           VALUES ($1, 't', 'k', '{}', now() - interval '8 days')""",
         domain,
     )
-    relay = OutboxRelay(pool, None, domain)
-    assert await relay.prune() == 1
+    sweeper = OutboxSweeper(pool, None, domain)
+    assert await sweeper.prune() == 1
     assert await pool.fetchval("SELECT count(*) FROM outbox WHERE domain = $1", domain) == 2
 
 
