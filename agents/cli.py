@@ -50,7 +50,11 @@ def _topics_create(settings: Settings, args: argparse.Namespace) -> int:
     from topics.admin import create_topics
 
     created = asyncio.run(
-        create_topics(settings.require_kafka(), all_topic_names(), replication=args.replication)
+        create_topics(
+            settings.require_kafka(),
+            all_topic_names(settings.topic_partitions),
+            replication=args.replication,
+        )
     )
     print(f"created: {', '.join(created)}" if created else "all topics exist")
     return 0

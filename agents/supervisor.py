@@ -129,8 +129,8 @@ async def _stop_children(children: list[Child]) -> None:
     await asyncio.gather(*(c.pump for c in children if c.pump is not None))
 
 
-async def _prepare(dsn: str, kafka: str, demo: bool) -> None:
-    created = await create_topics(kafka, all_topic_names())
+async def _prepare(dsn: str, kafka: str, demo: bool, partitions: int) -> None:
+    created = await create_topics(kafka, all_topic_names(partitions))
     say(f"topics ready ({len(created)} created)")
     applied = await migrate(dsn)
     say(f"migrations applied: {', '.join(applied) or 'none pending'}")
@@ -149,7 +149,9 @@ async def _supervise(settings: Settings, env: dict[str, str], demo: bool) -> int
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await _prepare(env["DATABASE_URL"], env["KAFKA_BROKER"], demo)
+    await _prepare(
+        env["DATABASE_URL"], env["KAFKA_BROKER"], demo, Settings.from_env(env).topic_partitions
+    )
     colour = sys.stdout.isatty()
     children = [Child(d, f"agents.{d}") for d in DOMAINS] + [Child("gateway", "gateway")]
     exit_code = 0
@@ -221,6 +223,9 @@ def run(settings: Settings, *, demo: bool = True) -> int:
         if not settings.kafka_broker:
             tansu = EmbeddedTansu(settings.state_dir / "tansu.log")
             env["KAFKA_BROKER"] = tansu.start()
+            # Each worker reads every partition of its topics: on the embedded broker an empty
+            # partition costs CPU at every poll, and one worker per domain gains nothing from more.
+            env.setdefault("KAFKA_TOPIC_PARTITIONS", "1")
             say(f"tansu broker ready on {tansu.bootstrap} (memory only)")
         return asyncio.run(_supervise(settings, env, demo))
     except KeyboardInterrupt:

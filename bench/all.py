@@ -1,5 +1,5 @@
 """Every benchmark in order (what `make bench` runs): start-up, round trip, catalogue reads,
-checkout, password hashing.
+checkout, password hashing, and the figures of issue 8 in one table (wrk).
 
     python -m bench.all
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from bench import catalogue, checkout, passwords, roundtrip, startup
+from bench import catalogue, checkout, issue8, passwords, roundtrip, startup
 from bench.harness import main
 
 
@@ -20,6 +20,7 @@ def cli() -> int:
     reads = catalogue.parse([])
     checkouts = checkout.parse([])
     hashing = passwords.parse([])
+    figures = issue8.parse([])
     return main(
         [
             ("startup", startup.COMMAND, startup.measure),
@@ -27,6 +28,7 @@ def cli() -> int:
             ("catalogue", catalogue.COMMAND, lambda: catalogue.measure(reads)),
             ("checkout", checkout.COMMAND, lambda: checkout.measure(checkouts)),
             ("passwords", passwords.COMMAND, lambda: passwords.measure(hashing)),
+            ("issue8", issue8.COMMAND, lambda: issue8.measure(figures)),
         ]
     )
 

@@ -39,7 +39,6 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from agents.products.stock import RESERVE_LINE
 from bench.harness import (
     BenchError,
     Platform,
@@ -73,6 +72,14 @@ CREATE TABLE {SCRATCH} (
 )
 """
 INSERT_SCRATCH = f"INSERT INTO {SCRATCH} (product_id, quantity, price) VALUES ($1, $2, $3)"
+# The products agent's conditional reservation of one line, as it was in agents/products/stock.py
+# (RESERVE_LINE) up to commit 69032f6: the whole oversell guard, in one statement. Kept here, not
+# imported, so that the raw figure stays the same transaction while the engine changes.
+RESERVE_LINE = """
+UPDATE products SET stock = stock - $2, reserved = reserved + $2
+WHERE id = $1 AND deleted_at IS NULL AND stock >= $2
+RETURNING price
+"""
 
 
 @dataclass(frozen=True)
@@ -90,6 +97,8 @@ class Steps:
     pay: list[float] = field(default_factory=list)
     polls: list[int] = field(default_factory=list)
     accepted: int = 0  # 202: the reply did not come within the gateway's request timeout
+    # 503 to `GET /payment/order/{id}`: the gateway waited its request timeout for the payment
+    unavailable: int = 0
 
     def ms(self, step: str, q: float) -> float:
         values: list[float] = getattr(self, step)
@@ -193,13 +202,19 @@ class Shop:
             ) as r:
                 text = await r.text()
                 status = r.status
+                retry_after = r.headers.get("Retry-After", "")
             if status == 200:
                 break
-            if status != 404:
+            if status not in (404, 503):
                 raise BenchError(f"GET /payment/order/{order_id} answered {status}: {text[:300]}")
             if time.monotonic() > deadline:
                 raise BenchError(f"no payment for order {order_id} after {PAYMENT_WAIT_S:.0f} s")
-            await asyncio.sleep(self.poll)
+            pause = self.poll
+            if status == 503:  # the gateway already waited for it: retry as it says (at most 1 s)
+                if steps is not None:
+                    steps.unavailable += 1
+                pause = min(float(retry_after), 1.0) if retry_after.isdigit() else 1.0
+            await asyncio.sleep(pause)
         found = json.loads(text)
         if steps is not None:
             steps.wait.append(time.perf_counter() - t0)
@@ -477,6 +492,7 @@ async def run(platform: Platform, args: argparse.Namespace) -> Results:
         idle_steps.wait = idle_checkout_steps.wait
         idle_steps.pay = idle_checkout_steps.pay
         idle_steps.polls = idle_checkout_steps.polls
+        idle_steps.unavailable = idle_checkout_steps.unavailable
         progress(f"checkout, idle: {idle_checkout.describe()}")
 
         clients = queue_of(users[: args.concurrency])
@@ -615,7 +631,10 @@ def report(r: Results, args: argparse.Namespace, watch: LogWatch) -> Section:
         f"{fmt(_share_late(r.steps.polls), 0)} % of the checkouts under load "
         f"({fmt(_share_late(r.idle_steps.polls), 0)} % sequential). "
         f"`POST /order/` answered 202 (no reply within the gateway's request timeout; the "
-        f"order then followed to its outcome) {r.steps.accepted} times under load.",
+        f"order then followed to its outcome) {r.steps.accepted} times under load. "
+        f"`GET /payment/order/{{id}}` answered 503 (the gateway waited its request timeout for "
+        f"the payment; retried after its `Retry-After`, at most 1 s) {r.steps.unavailable} "
+        f"times under load, {r.idle_steps.unavailable} sequential.",
         f"Raw: {n} asyncpg connections to the platform's Postgres (DSN from {r.dsn_source}), "
         f"each running `BEGIN; {' '.join(RESERVE_LINE.split())}; INSERT INTO {SCRATCH} ...; "
         f"COMMIT` on the same {args.products} products in turn, {args.raw_warmup:g} s of "

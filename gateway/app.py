@@ -9,6 +9,7 @@ from aiohttp import web
 from agents.common.settings import Settings
 from gateway import openapi
 from gateway.bus import BusClient
+from gateway.catalogue import PageCache, ProductsEventsWatcher, events_consumer
 from gateway.edge import (
     CLIENT_ADDRESS,
     LIMITS,
@@ -18,7 +19,7 @@ from gateway.edge import (
     rate_limit_middleware,
 )
 from gateway.grpc_clients import GrpcClients
-from gateway.keys import BUS, GRPC, SETTINGS
+from gateway.keys import BUS, GRPC, PAGES, SETTINGS
 from gateway.middlewares import error_middleware, request_id_middleware
 from gateway.routes import auth, health, orders, products
 
@@ -31,6 +32,16 @@ async def bus_context(app: web.Application) -> AsyncIterator[None]:
     await bus.stop()
 
 
+async def pages_context(app: web.Application) -> AsyncIterator[None]:
+    pages = PageCache()
+    bootstrap = app[SETTINGS].require_kafka()
+    watcher = ProductsEventsWatcher(pages, lambda: events_consumer(bootstrap))
+    watcher.start()
+    app[PAGES] = pages
+    yield
+    await watcher.stop()
+
+
 async def grpc_context(app: web.Application) -> AsyncIterator[None]:
     clients = GrpcClients(app[SETTINGS].grpc)
     clients.open()
@@ -40,9 +51,16 @@ async def grpc_context(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(
-    settings: Settings, *, bus: BusClient | None = None, grpc: GrpcClients | None = None
+    settings: Settings,
+    *,
+    bus: BusClient | None = None,
+    grpc: GrpcClients | None = None,
+    pages: PageCache | None = None,
 ) -> web.Application:
-    """The gateway; `bus` and `grpc` replace the real clients (tests pass fakes)."""
+    """The gateway; `bus`, `grpc` and `pages` replace the real ones (tests pass fakes).
+
+    With a fake bus and no `pages`, nothing watches products.events, so no page is cached.
+    """
     app = web.Application(
         middlewares=[
             request_id_middleware,
@@ -63,6 +81,12 @@ def create_app(
         app.cleanup_ctx.append(bus_context)
     else:
         app[BUS] = bus
+    if pages is not None:
+        app[PAGES] = pages
+    elif bus is None:
+        app.cleanup_ctx.append(pages_context)
+    else:
+        app[PAGES] = PageCache()
     health.setup_routes(app)
     products.setup_routes(app)
     auth.setup_routes(app)

@@ -54,6 +54,12 @@ PAGING = [
     {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 0, "default": 0}},
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 100}},
     {
+        "name": "after",
+        "in": "query",
+        "schema": {"type": "integer", "minimum": 1},
+        "description": "keyset cursor: start after the product with this id; pages count from it",
+    },
+    {
         "name": "id",
         "in": "query",
         "schema": {"type": "integer"},

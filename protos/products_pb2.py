@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/products.proto\x12\x16shopstream.products.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x01\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\r\n\x05price\x18\x04 \x01(\t\x12\r\n\x05stock\x18\x05 \x01(\x05\x12\x11\n\timage_url\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1f\n\x11GetProductRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"6\n\x13ListProductsRequest\x12\x0c\n\x04page\x18\x01 \x01(\x05\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"z\n\x14ListProductsResponse\x12\r\n\x05total\x18\x01 \x01(\x03\x12\x0c\n\x04page\x18\x02 \x01(\x05\x12\x12\n\ntotal_page\x18\x03 \x01(\x05\x12\x31\n\x08products\x18\x04 \x03(\x0b\x32\x1f.shopstream.products.v1.Product2\xd5\x01\n\x0eProductService\x12X\n\nGetProduct\x12).shopstream.products.v1.GetProductRequest\x1a\x1f.shopstream.products.v1.Product\x12i\n\x0cListProducts\x12+.shopstream.products.v1.ListProductsRequest\x1a,.shopstream.products.v1.ListProductsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/products.proto\x12\x16shopstream.products.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x01\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\r\n\x05price\x18\x04 \x01(\t\x12\r\n\x05stock\x18\x05 \x01(\x05\x12\x11\n\timage_url\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1f\n\x11GetProductRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"H\n\x13ListProductsRequest\x12\x0c\n\x04page\x18\x01 \x01(\x05\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x10\n\x08\x61\x66ter_id\x18\x03 \x01(\x03\"z\n\x14ListProductsResponse\x12\r\n\x05total\x18\x01 \x01(\x03\x12\x0c\n\x04page\x18\x02 \x01(\x05\x12\x12\n\ntotal_page\x18\x03 \x01(\x05\x12\x31\n\x08products\x18\x04 \x03(\x0b\x32\x1f.shopstream.products.v1.Product2\xd5\x01\n\x0eProductService\x12X\n\nGetProduct\x12).shopstream.products.v1.GetProductRequest\x1a\x1f.shopstream.products.v1.Product\x12i\n\x0cListProducts\x12+.shopstream.products.v1.ListProductsRequest\x1a,.shopstream.products.v1.ListProductsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,9 +38,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPRODUCTREQUEST']._serialized_start=286
   _globals['_GETPRODUCTREQUEST']._serialized_end=317
   _globals['_LISTPRODUCTSREQUEST']._serialized_start=319
-  _globals['_LISTPRODUCTSREQUEST']._serialized_end=373
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=375
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=497
-  _globals['_PRODUCTSERVICE']._serialized_start=500
-  _globals['_PRODUCTSERVICE']._serialized_end=713
+  _globals['_LISTPRODUCTSREQUEST']._serialized_end=391
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=393
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=515
+  _globals['_PRODUCTSERVICE']._serialized_start=518
+  _globals['_PRODUCTSERVICE']._serialized_end=731
 # @@protoc_insertion_point(module_scope)

@@ -37,12 +37,14 @@ class GetProductRequest(_message.Message):
     def __init__(self, id: _Optional[int] = ...) -> None: ...
 
 class ListProductsRequest(_message.Message):
-    __slots__ = ("page", "page_size")
+    __slots__ = ("page", "page_size", "after_id")
     PAGE_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_ID_FIELD_NUMBER: _ClassVar[int]
     page: int
     page_size: int
-    def __init__(self, page: _Optional[int] = ..., page_size: _Optional[int] = ...) -> None: ...
+    after_id: int
+    def __init__(self, page: _Optional[int] = ..., page_size: _Optional[int] = ..., after_id: _Optional[int] = ...) -> None: ...
 
 class ListProductsResponse(_message.Message):
     __slots__ = ("total", "page", "total_page", "products")

@@ -102,10 +102,11 @@ INBOUND: tuple[Topic, ...] = (
 )
 
 
-def all_topic_names() -> list[tuple[str, int]]:
+def all_topic_names(partitions: int = 0) -> list[tuple[str, int]]:
     """Every topic and its dead-letter topic: what an agent cannot handle, internal or not,
-    goes to `<name>.dlq` with the reason."""
-    names = [(t.name, t.partitions) for t in CATALOGUE]
+    goes to `<name>.dlq` with the reason. `partitions` overrides the catalogue's counts (0: keep
+    them): one worker per domain on a laptop gains nothing from more than one."""
+    names = [(t.name, partitions or t.partitions) for t in CATALOGUE]
     names += [(t.dlq, 1) for t in CATALOGUE]
     return names
 

@@ -318,7 +318,13 @@ class OutboxSweeper:
 
 
 class Publisher:
-    """Sends a committed transaction's events and replies; what fails is left to the sweeper."""
+    """Sends a committed transaction's events and replies; what fails is left to the sweeper.
+
+    `publish` only queues the sends, in order, so an agent goes on with its next batch while
+    Kafka acknowledges: the events are in the outbox already, so a crash loses none of them.
+    Acknowledged rows are marked published a batch of batches at a time."""
+
+    MARK_EVERY_S = 0.05
 
     def __init__(
         self, pool: asyncpg.Pool, producer: AIOKafkaProducer, domain: str, sweeper: OutboxSweeper
@@ -327,40 +333,60 @@ class Publisher:
         self._producer = producer
         self._domain = domain
         self._sweeper = sweeper
-        self._replies: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._acked: list[int] = []
+        self._marker: asyncio.Task[None] | None = None
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def publish(self, fx: Effects) -> None:
         for reply_to, correlation_id, reply in fx.replies:
-            task = asyncio.create_task(self._reply(reply_to, correlation_id, reply))
-            self._replies.add(task)
-            task.add_done_callback(self._replies.discard)
-        if fx.rows:
-            await self._events(fx.rows)
-
-    async def _events(self, rows: list[Outgoing]) -> None:
+            self._spawn(self._reply(reply_to, correlation_id, reply))
+        if not fx.rows:
+            return
         if self._sweeper.behind:
             self._sweeper.wake()
             return
         try:
-            results = await _send_all(self._producer, rows)
+            async with asyncio.timeout(SEND_TIMEOUT_S):
+                futures = [
+                    await self._producer.send(
+                        r.topic, r.value, key=r.key.encode(), headers=list(r.headers)
+                    )
+                    for r in fx.rows
+                ]
         except (KafkaError, OSError, TimeoutError) as e:
-            results = [e] * len(rows)
-        published = [
+            self._left_to_sweeper(e)
+            return
+        self._spawn(self._acknowledged(fx.rows, futures))
+
+    async def _acknowledged(self, rows: list[Outgoing], futures: list[Any]) -> None:
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [res for res in results if isinstance(res, BaseException)]
+        if failed:
+            self._left_to_sweeper(failed[0])
+        self._acked += [
             r.id for r, res in zip(rows, results, strict=True) if not isinstance(res, BaseException)
         ]
-        if len(published) < len(rows):
-            failed = next(res for res in results if isinstance(res, BaseException))
-            log.warning(
-                "publishing %s events failed (%s): left to the sweeper", self._domain, failed
-            )
-            self._sweeper.behind = True
-            self._sweeper.wake()
-        if published:
-            try:
-                await self._pool.execute(MARK_PUBLISHED, published)
-            except Exception as e:
-                # Unmarked rows are published again by the sweeper: a duplicate, never a loss.
-                log.warning("could not mark %d events published: %s", len(published), e)
+        if self._marker is None or self._marker.done():
+            self._marker = asyncio.create_task(self._mark_soon())
+
+    def _left_to_sweeper(self, error: BaseException) -> None:
+        log.warning("publishing %s events failed (%s): left to the sweeper", self._domain, error)
+        self._sweeper.behind = True
+        self._sweeper.wake()
+
+    async def _mark_soon(self) -> None:
+        await asyncio.sleep(self.MARK_EVERY_S)
+        ids, self._acked = self._acked, []
+        try:
+            await self._pool.execute(MARK_PUBLISHED, ids)
+        except Exception as e:
+            # Unmarked rows are published again by the sweeper: a duplicate, never a loss.
+            log.warning("could not mark %d events published: %s", len(ids), e)
 
     async def _reply(self, reply_to: str, correlation_id: str, reply: Reply) -> None:
         """A reply goes straight to its topic; one that cannot go is recorded as dead."""
@@ -380,8 +406,12 @@ class Publisher:
             log.warning("could not record the dead reply %s: %s", correlation_id, e)
 
     async def stop(self) -> None:
-        if self._replies:
-            await asyncio.wait(set(self._replies), timeout=2.0)
+        """Wait a moment for sends under way; what is left, the next start's sweep publishes."""
+        pending = set(self._tasks)
+        if self._marker is not None:
+            pending.add(self._marker)
+        if pending:
+            await asyncio.wait(pending, timeout=2.0)
 
 
 async def notify_sweepers(conn: asyncpg.Connection, domain: str) -> None:

@@ -169,6 +169,8 @@ class Settings:
     grpc: GrpcAddresses = field(default_factory=GrpcAddresses)
     kafka: KafkaTuning = field(default_factory=KafkaTuning)
     batching: Batching = field(default_factory=Batching)
+    # Partitions of every topic `shopstream topics create` makes; 0: the topic catalogue's.
+    topic_partitions: int = 0
     auth: AuthSettings = field(default_factory=AuthSettings)
     edge: EdgeSettings = field(default_factory=EdgeSettings)
     request_timeout_s: float = 5.0
@@ -231,6 +233,7 @@ class Settings:
             grpc=grpc,
             kafka=kafka,
             batching=batching,
+            topic_partitions=_int(e, "KAFKA_TOPIC_PARTITIONS", d.topic_partitions),
             auth=_auth_settings(e),
             edge=_edge_settings(e, gateway_port),
             request_timeout_s=_float(e, "REQUEST_TIMEOUT_S", d.request_timeout_s),
@@ -245,6 +248,8 @@ class Settings:
             log_level=_str(e, "LOG_LEVEL", d.log_level).upper(),
             log_format=_str(e, "LOG_FORMAT", d.log_format),
         )
+        if settings.topic_partitions < 0:
+            raise SettingsError("KAFKA_TOPIC_PARTITIONS must be 0 (the catalogue's) or more")
         if len(settings.jwt_secret) < 32:
             raise SettingsError("JWT_SECRET must be at least 32 characters")
         if settings.log_format not in ("json", "text"):

@@ -199,11 +199,25 @@ async def orders_for_user(
 
 
 # The batch statements of the saga's hot path: one round trip for the whole batch each.
+# The orders, their lines and their first status in one statement; a command id that has an
+# order already inserts nothing (and waits for a concurrent insert of it to commit first).
 INSERT_ORDERS = f"""
-INSERT INTO orders (user_id, command_id, request_hash, reply_to, correlation_id)
-SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[])
-ON CONFLICT (command_id) DO NOTHING
-RETURNING {ORDER_COLUMNS}
+WITH created AS (
+    INSERT INTO orders (user_id, command_id, request_hash, reply_to, correlation_id)
+    SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::text[])
+    ON CONFLICT (command_id) DO NOTHING
+    RETURNING {ORDER_COLUMNS}
+), lines AS (
+    INSERT INTO order_items (order_id, product_id, quantity)
+    SELECT c.id, l.product_id, l.quantity
+    FROM created c
+    JOIN unnest($6::uuid[], $7::bigint[], $8::int[]) AS l(command_id, product_id, quantity)
+      ON l.command_id = c.command_id
+), history AS (
+    INSERT INTO order_status_history (order_id, status, at)
+    SELECT id, 'pending', created_at FROM created
+)
+SELECT * FROM created
 """
 INSERT_ITEMS = """
 INSERT INTO order_items (order_id, product_id, quantity)
@@ -252,6 +266,7 @@ async def insert_orders(
     conn: asyncpg.Connection, commands: list[tuple[PlaceOrder, Any]]
 ) -> dict[uuid.UUID, OrderRow]:
     """The new orders by command id; a command id that has an order already is left out."""
+    lines = [(c.command_id, p, q) for c, _ in commands for p, q in merge(list(c.items))]
     rows = await conn.fetch(
         INSERT_ORDERS,
         [c.user_id for c, _ in commands],
@@ -259,16 +274,9 @@ async def insert_orders(
         [c.request_hash for c, _ in commands],
         [m.reply_to for _, m in commands],
         [m.correlation_id for _, m in commands],
+        *(list(column) for column in zip(*lines, strict=True)),
     )
-    created = {r["command_id"]: OrderRow(**dict(r)) for r in rows}
-    items: list[tuple[int, int, int]] = []
-    for cmd, _ in commands:
-        if (order := created.get(cmd.command_id)) is not None:
-            items += [(order.id, p, q) for p, q in merge(list(cmd.items))]
-    if created:
-        await conn.execute(INSERT_ITEMS, *(list(c) for c in zip(*items, strict=True)))
-        await _record(conn, [(o.id, "pending", None) for o in created.values()])
-    return created
+    return {r["command_id"]: OrderRow(**dict(r)) for r in rows}
 
 
 async def _record(conn: asyncpg.Connection, changes: list[tuple[int, str, str | None]]) -> None:

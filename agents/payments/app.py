@@ -11,7 +11,7 @@ import asyncpg
 import faust
 import grpc
 
-from agents.common.agent import BatchHandler, RequestMeta, Route, batch_agent, each
+from agents.common.agent import BatchHandler, Inbound, RequestMeta, Route, batch_agent, each
 from agents.common.failures import is_transient
 from agents.common.relay import Effects
 from agents.common.runtime import DomainRuntime, create_faust_app
@@ -64,8 +64,10 @@ def bootstrap(settings: Settings) -> tuple[faust.App, DomainRuntime]:
     async def reported(event: ProviderPaymentOutcome, uow: PaymentsUnitOfWork) -> Reply:
         return await handlers.provider_outcome(event, uow)
 
-    async def awaiting(event: OrderAwaitingPayment, uow: PaymentsUnitOfWork) -> Reply:
-        return await handlers.on_order_awaiting_payment(event, uow, settings.payment_ttl_s)
+    async def awaiting(
+        conn: asyncpg.Connection, batch: list[Inbound[OrderAwaitingPayment]], fx: Effects
+    ) -> None:
+        await handlers.create_payments(conn, batch, fx, settings.payment_ttl_s)
 
     batch_agent(
         app,
@@ -89,11 +91,7 @@ def bootstrap(settings: Settings) -> tuple[faust.App, DomainRuntime]:
         app,
         runtime,
         ORDERS_EVENTS,
-        {
-            "OrderAwaitingPayment": Route(
-                OrderAwaitingPayment.model_validate_json, handled(awaiting)
-            )
-        },
+        {"OrderAwaitingPayment": Route(OrderAwaitingPayment.model_validate_json, awaiting)},
         commands=False,
     )
     return app, runtime

@@ -5,9 +5,13 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
+import asyncpg
+
+from agents.common.agent import Inbound
 from agents.common.errors import Conflict, Invalid, NotFound
 from agents.common.ledger import handle_once
-from agents.payments.repository import PaymentRow, PaymentsUnitOfWork
+from agents.common.relay import Effects
+from agents.payments.repository import PaymentRow, PaymentsUnitOfWork, create_many
 from topics import PAYMENTS_EVENTS
 from topics.envelope import Reply
 from topics.orders import OrderAwaitingPayment
@@ -42,24 +46,27 @@ async def _succeeded(uow: PaymentsUnitOfWork, payment: PaymentRow) -> None:
     await uow.outbox.add(PAYMENTS_EVENTS.name, str(payment.order_id), event)
 
 
-async def on_order_awaiting_payment(
-    event: OrderAwaitingPayment, uow: PaymentsUnitOfWork, ttl_s: float
-) -> Reply:
-    async def apply(u: PaymentsUnitOfWork) -> Reply:
-        payment_id = await u.payments.create(event.order_id, event.user_id, event.total, ttl_s)
-        if payment_id is not None:
-            created = PaymentCreated(
+async def create_payments(
+    conn: asyncpg.Connection, batch: list[Inbound[OrderAwaitingPayment]], fx: Effects, ttl_s: float
+) -> None:
+    """One payment per order that waits for one, in one statement; an order that has its payment
+    already (the event again) gets nothing more."""
+    created = await create_many(conn, [i.message for i in batch], ttl_s)
+    users = {i.message.order_id: i.message for i in batch}
+    for order_id, payment_id in created:
+        event = users[order_id]
+        fx.emit(
+            PAYMENTS_EVENTS.name,
+            str(order_id),
+            PaymentCreated(
                 event_id=uuid.uuid4(),
                 occurred_at=_now(),
                 payment_id=payment_id,
-                order_id=event.order_id,
+                order_id=order_id,
                 user_id=event.user_id,
                 amount=event.total,
-            )
-            await u.outbox.add(PAYMENTS_EVENTS.name, str(event.order_id), created)
-        return Reply.success({"order_id": event.order_id, "payment_id": payment_id})
-
-    return await handle_once(uow, event.event_id, apply)
+            ),
+        )
 
 
 async def pay(cmd: PayPayment, uow: PaymentsUnitOfWork) -> Reply:

@@ -11,12 +11,19 @@ import asyncpg
 
 from agents.common.db import PgUnitOfWork, rfc3339
 from agents.common.relay import Effects
+from topics.orders import OrderAwaitingPayment
 
 COLUMNS = "id, order_id, user_id, amount, status, reason, expires_at, created_at, updated_at"
 CREATE = """
 INSERT INTO payments (order_id, user_id, amount, expires_at)
 VALUES ($1, $2, $3, now() + make_interval(secs => $4))
 ON CONFLICT (order_id) DO NOTHING RETURNING id
+"""
+CREATE_MANY = """
+INSERT INTO payments (order_id, user_id, amount, expires_at)
+SELECT o, u, a, now() + make_interval(secs => $4)
+FROM unnest($1::bigint[], $2::bigint[], $3::numeric[]) AS x(o, u, a)
+ON CONFLICT (order_id) DO NOTHING RETURNING order_id, id
 """
 LOCK = f"SELECT {COLUMNS} FROM payments WHERE id = $1 FOR UPDATE"
 SET_STATUS = "UPDATE payments SET status = $2, reason = $3 WHERE id = $1"
@@ -104,3 +111,18 @@ class PaymentsUnitOfWork(PgUnitOfWork):
 
 async def payment_for_user(pool: asyncpg.Pool, user_id: int, order_id: int) -> PaymentRow | None:
     return _payment(await pool.fetchrow(BY_ORDER_FOR_USER, order_id, user_id))
+
+
+async def create_many(
+    conn: asyncpg.Connection, orders: list[OrderAwaitingPayment], ttl_s: float
+) -> list[tuple[int, int]]:
+    """(order id, payment id) of each payment created; an order with one already is left out."""
+    unique = {o.order_id: o for o in orders}.values()
+    rows = await conn.fetch(
+        CREATE_MANY,
+        [o.order_id for o in unique],
+        [o.user_id for o in unique],
+        [o.total for o in unique],
+        ttl_s,
+    )
+    return [(r["order_id"], r["id"]) for r in rows]

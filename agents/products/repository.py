@@ -28,11 +28,21 @@ RETURNING {COLUMNS}
 """
 SOFT_DELETE = "UPDATE products SET deleted_at = now() WHERE id = $1 AND deleted_at IS NULL"
 GET = f"SELECT {COLUMNS} FROM products WHERE id = $1 AND deleted_at IS NULL"
-COUNT_LIVE = "SELECT count(*) FROM products WHERE deleted_at IS NULL"
-PAGE = f"""
-SELECT {COLUMNS} FROM products WHERE deleted_at IS NULL
-ORDER BY id DESC LIMIT $1 OFFSET $2
+# One page, newest first, and the count of live products: one statement, so one snapshot.
+# $1 page size, $2 offset, $3 the highest id the page may hold (the keyset cursor; MAX_ID for
+# none). Each row is a product with the count beside it; a page past the end is one row of
+# the count and NULLs, so the count is always there.
+LIST_PAGE = f"""
+SELECT live.total, page.*
+FROM (SELECT count(*) AS total FROM products WHERE deleted_at IS NULL) AS live
+LEFT JOIN LATERAL (
+    SELECT {COLUMNS} FROM products
+    WHERE deleted_at IS NULL AND id <= $3
+    ORDER BY id DESC LIMIT $1 OFFSET $2
+) AS page ON true
+ORDER BY page.id DESC
 """
+MAX_ID = 2**63 - 1
 
 
 def _product(row: asyncpg.Record) -> Product:
@@ -94,8 +104,19 @@ async def get_product(pool: asyncpg.Pool, product_id: int) -> Product | None:
     return None if row is None else _product(row)
 
 
-async def list_products(pool: asyncpg.Pool, page: int, page_size: int) -> tuple[int, list[Product]]:
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        total: int = await conn.fetchval(COUNT_LIVE)
-        rows = await conn.fetch(PAGE, page_size, page * page_size)
+def page_args(page: int, page_size: int, after_id: int = 0) -> tuple[int, int, int]:
+    """LIST_PAGE's arguments: `after_id` 0 pages from the newest product."""
+    return page_size, page * page_size, after_id - 1 if after_id > 0 else MAX_ID
+
+
+def split_page(rows: list[asyncpg.Record]) -> tuple[int, list[asyncpg.Record]]:
+    """LIST_PAGE's rows as (the count of live products, the page's rows)."""
+    return rows[0]["total"], [r for r in rows if r["id"] is not None]
+
+
+async def list_products(
+    pool: asyncpg.Pool, page: int, page_size: int, after_id: int = 0
+) -> tuple[int, list[Product]]:
+    """One page, newest first, and the count of every live product, read in one statement."""
+    total, rows = split_page(await pool.fetch(LIST_PAGE, *page_args(page, page_size, after_id)))
     return total, [_product(r) for r in rows]

@@ -48,12 +48,14 @@ class ProductServicer(products_pb2_grpc.ProductServiceServicer):  # type: ignore
         self, request: products_pb2.ListProductsRequest, context: grpc.aio.ServicerContext
     ) -> products_pb2.ListProductsResponse:
         size = request.page_size or self._default_page_size
-        if request.page < 0 or not 1 <= size <= MAX_PAGE_SIZE:
+        if request.page < 0 or request.after_id < 0 or not 1 <= size <= MAX_PAGE_SIZE:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                f"page must be >= 0 and page_size 1..{MAX_PAGE_SIZE}",
+                f"page and after_id must be >= 0 and page_size 1..{MAX_PAGE_SIZE}",
             )
-        total, products = await repository.list_products(self._pool, request.page, size)
+        total, products = await repository.list_products(
+            self._pool, request.page, size, request.after_id
+        )
         return products_pb2.ListProductsResponse(
             total=total,
             page=request.page,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.auth import require_role
-from gateway.keys import GRPC, SETTINGS
+from gateway.keys import GRPC, PAGES, SETTINGS
 from gateway.problems import Problem
 from gateway.routes import command_id as new_command_id
 from gateway.routes import grpc_options, iso_time, send_command
@@ -21,6 +22,7 @@ from topics.products import (
     DeleteProduct,
     NewProduct,
     ProductChanges,
+    ProductCommand,
     UpdateProduct,
 )
 
@@ -45,24 +47,35 @@ def reply_product_json(p: dict[str, Any]) -> dict[str, Any]:
     return {**p, "price": float(Decimal(str(p["price"])))}
 
 
-async def list_products(request: web.Request) -> web.Response:
-    settings = request.app[SETTINGS]
-    if "id" in request.query:
-        return await get_product_by_query(request)
-    page = int_query(request, "page", default=0, maximum=1_000_000)
-    size = int_query(request, "limit", default=settings.page_size, minimum=1, maximum=MAX_PAGE_SIZE)
-    reply = await request.app[GRPC].products.ListProducts(
-        products_pb2.ListProductsRequest(page=page, page_size=size),
-        **grpc_options(request),
-    )
-    return web.json_response(
+def page_body(reply: products_pb2.ListProductsResponse) -> bytes:
+    return json.dumps(
         {
             "total": reply.total,
             "page": reply.page,
             "total_page": reply.total_page,
             "products": [product_json(p) for p in reply.products],
         }
-    )
+    ).encode()
+
+
+async def list_products(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    if "id" in request.query:
+        return await get_product_by_query(request)
+    page = int_query(request, "page", default=0, maximum=1_000_000)
+    size = int_query(request, "limit", default=settings.page_size, minimum=1, maximum=MAX_PAGE_SIZE)
+    after = int_query(request, "after", default=0, minimum=1)
+    pages, key = request.app[PAGES], (page, size, after)
+    body = pages.get(key)
+    if body is None:
+        generation = pages.generation
+        reply = await request.app[GRPC].products.ListProducts(
+            products_pb2.ListProductsRequest(page=page, page_size=size, after_id=after),
+            **grpc_options(request),
+        )
+        body = page_body(reply)
+        pages.put(key, body, generation)
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 async def _get(request: web.Request, product_id: int) -> web.Response:
@@ -88,16 +101,18 @@ def _path_id(request: web.Request) -> int:
     return int(raw)
 
 
+async def write(request: web.Request, key: str, command: ProductCommand) -> dict[str, Any]:
+    """Send a catalogue write; once it is applied, empty the page cache, then answer."""
+    result = await send_command(request, PRODUCTS_COMMANDS.name, key, command)
+    request.app[PAGES].invalidate()
+    return result
+
+
 @require_role("admin")
 async def create_product(request: web.Request) -> web.Response:
     new = await read_body(request, NewProduct)
     cid = new_command_id(request)
-    result = await send_command(
-        request,
-        PRODUCTS_COMMANDS.name,
-        str(cid),
-        CreateProduct(command_id=cid, product=new),
-    )
+    result = await write(request, str(cid), CreateProduct(command_id=cid, product=new))
     product = reply_product_json(result["product"])
     return web.json_response(
         product, status=201, headers={"Location": f"/api/v1/products/{product['id']}"}
@@ -107,9 +122,8 @@ async def create_product(request: web.Request) -> web.Response:
 async def _update(request: web.Request, product_id: int) -> web.Response:
     changes = await read_body(request, ProductChanges)
     cid = new_command_id(request)
-    result = await send_command(
+    result = await write(
         request,
-        PRODUCTS_COMMANDS.name,
         str(product_id),
         UpdateProduct(command_id=cid, product_id=product_id, changes=changes),
     )
@@ -118,12 +132,7 @@ async def _update(request: web.Request, product_id: int) -> web.Response:
 
 async def _delete(request: web.Request, product_id: int) -> web.Response:
     cid = new_command_id(request)
-    await send_command(
-        request,
-        PRODUCTS_COMMANDS.name,
-        str(product_id),
-        DeleteProduct(command_id=cid, product_id=product_id),
-    )
+    await write(request, str(product_id), DeleteProduct(command_id=cid, product_id=product_id))
     return web.json_response({"message": "success", "id": product_id})
 
 

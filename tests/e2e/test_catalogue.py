@@ -14,7 +14,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from protos import products_pb2, products_pb2_grpc
-from tests.e2e.client import dev_token
+from tests.e2e.client import bearer, call, dev_token
 from tests.e2e.platform import Platform
 from tests.helpers import eventually, random_name
 from topics import PRODUCTS_EVENTS
@@ -181,3 +181,52 @@ async def test_many_writes_in_flight(
             return resp.status
 
     assert set(await asyncio.gather(*(one(i) for i in range(64)))) == {201}
+
+
+async def stock_on_page(platform: Platform, http: aiohttp.ClientSession, pid: int) -> int | None:
+    """The stock `GET /product/?page=0` shows for product `pid`; None when it is not there."""
+    page = await call(http, "GET", f"{platform.url}/product/?page=0", 200)
+    return next((int(p["stock"]) for p in page["products"] if p["id"] == pid), None)
+
+
+async def test_a_write_shows_on_the_very_next_page_read(
+    platform: Platform, http: aiohttp.ClientSession, admin: dict[str, str]
+) -> None:
+    url = platform.url
+    body = {"name": random_name("Cached"), "price": 4, "stock": 9}
+    pid = (await call(http, "POST", f"{url}/product/", 201, json=body, headers=admin))["id"]
+    for stock in (8, 7, 6):
+        # Read twice, so that the page is in the gateway's cache when the write comes.
+        assert await stock_on_page(platform, http, pid) == stock + 1
+        assert await stock_on_page(platform, http, pid) == stock + 1
+        change = {"stock": stock}
+        await call(http, "PUT", f"{url}/product/?id={pid}", 200, json=change, headers=admin)
+        assert await stock_on_page(platform, http, pid) == stock
+    await call(http, "DELETE", f"{url}/product/?id={pid}", 200, headers=admin)
+    assert await stock_on_page(platform, http, pid) is None
+    # The reads above went through the gateway's page cache, not around it.
+    platform.found(r"(following) products\.events")
+
+
+async def test_stock_taken_by_an_order_shows_on_the_page(
+    platform: Platform, http: aiohttp.ClientSession, admin: dict[str, str]
+) -> None:
+    url = platform.url
+    email, password = f"{random_name('shopper')}@example.com", uuid.uuid4().hex
+    account = {"full_name": "A Shopper", "email": email, "password": password}
+    await call(http, "POST", f"{url}/api/v1/auth/register", 201, json=account)
+    login = {"email": email, "password": password}
+    buyer = bearer((await call(http, "POST", f"{url}/api/v1/auth/login", 200, json=login))["token"])
+    body = {"name": random_name("Ordered"), "price": 3, "stock": 5}
+    pid = (await call(http, "POST", f"{url}/product/", 201, json=body, headers=admin))["id"]
+    assert await stock_on_page(platform, http, pid) == 5
+    assert await stock_on_page(platform, http, pid) == 5
+    order = {"items": [{"product_id": pid, "quantity": 2}]}
+    async with http.post(f"{url}/order/", json=order, headers=buyer) as resp:
+        assert resp.status in (201, 202), await resp.text()
+
+    async def taken() -> bool:
+        return await stock_on_page(platform, http, pid) == 3
+
+    # The order's stock reaches the page through StockReserved on products.events.
+    await eventually(taken, what="the order's stock on the page")

@@ -67,6 +67,33 @@ async def test_list_pages(pool: asyncpg.Pool, stub: products_pb2_grpc.ProductSer
     assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_a_page_past_the_end_is_empty_but_counts(
+    pool: asyncpg.Pool, stub: products_pb2_grpc.ProductServiceStub
+) -> None:
+    await _product(pool)
+    request = products_pb2.ListProductsRequest(page=100_000, page_size=100)
+    page = await stub.ListProducts(request, timeout=5)
+    assert list(page.products) == []
+    assert page.total >= 1
+    assert (page.page, page.total_page) == (100_000, -(-page.total // 100))
+
+
+async def test_keyset_pages_start_after_the_cursor(
+    pool: asyncpg.Pool, stub: products_pb2_grpc.ProductServiceStub
+) -> None:
+    a, b, c = [await _product(pool) for _ in range(3)]
+    first = await stub.ListProducts(products_pb2.ListProductsRequest(page_size=2), timeout=5)
+    assert [p.id for p in first.products] == [c.id, b.id]
+    after = products_pb2.ListProductsRequest(page_size=2, after_id=first.products[-1].id)
+    second = await stub.ListProducts(after, timeout=5)
+    assert second.products[0].id == a.id
+    assert second.total == first.total
+    assert [p.id for p in second.products] == sorted((p.id for p in second.products), reverse=True)
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await stub.ListProducts(products_pb2.ListProductsRequest(after_id=-1), timeout=5)
+    assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_health_service_follows_readiness(server: GrpcServer) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         health = health_pb2_grpc.HealthStub(channel)

@@ -64,11 +64,7 @@ SUBSCRIBERS: dict[str, tuple[type[BaseModel], list[Delivery]]] = {
     "StockRejected": (StockRejected, [batched(orders.stock_decided)]),
     "OrderAwaitingPayment": (
         OrderAwaitingPayment,
-        [
-            one_by_one(
-                lambda e, u: payments.on_order_awaiting_payment(e, u, 900.0), PaymentsUnitOfWork
-            )
-        ],
+        [batched(lambda c, b, fx: payments.create_payments(c, b, fx, 900.0))],
     ),
     "PaymentSucceeded": (
         PaymentSucceeded,

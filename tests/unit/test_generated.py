@@ -30,8 +30,11 @@ def test_asyncapi_document_is_fresh() -> None:
     assert committed == asyncapi_document(), "run `make codegen`"
 
 
-def test_every_inbound_topic_has_a_dead_letter_topic() -> None:
+def test_every_topic_has_a_dead_letter_topic() -> None:
     names = dict(all_topic_names())
     for topic in INBOUND:
         assert topic in CATALOGUE
+    for topic in CATALOGUE:
+        assert names[topic.name] == topic.partitions
         assert names[topic.dlq] == 1
+    assert set(dict(all_topic_names(1)).values()) == {1}
