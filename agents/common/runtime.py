@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -25,6 +26,7 @@ from agents.common.settings import KafkaTuning, Settings
 log = logging.getLogger(__name__)
 
 POSTGRES_CHECK_EVERY_S = 2.0
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 class DomainApp(faust.App):
@@ -198,6 +200,9 @@ class DomainRuntime(Service):
 
 def run_worker(app: faust.App, runtime: DomainRuntime, settings: Settings) -> None:
     """Run the Faust worker with the runtime started first; returns on SIGTERM/SIGINT."""
+    # Faust's consumer runs in a thread of its own: with the default 5 ms GIL switch interval,
+    # a message handed from it to the agents' loop could wait that long at every hop.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     # A domain with no agents (identity is all gRPC) runs without a Faust consumer.
     options = _worker_options(runtime, settings)
     worker = (

@@ -71,6 +71,9 @@ class KafkaTuning:
     fetch_max_wait_ms: int = 10
     # Consumers off the client's path (payments, the gateway's catalogue events) poll slower.
     background_fetch_max_wait_ms: int = 200
+    # A consumer that has had nothing for `idle_after_s` polls at this wait until messages come.
+    idle_fetch_max_wait_ms: int = 60
+    idle_after_s: float = 2.0
     session_timeout_ms: int = 6000
     heartbeat_interval_ms: int = 500
     rebalance_timeout_ms: int = 3000
@@ -210,6 +213,10 @@ class Settings:
             background_fetch_max_wait_ms=_int(
                 e, "KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS", d.kafka.background_fetch_max_wait_ms
             ),
+            idle_fetch_max_wait_ms=_int(
+                e, "KAFKA_IDLE_FETCH_MAX_WAIT_MS", d.kafka.idle_fetch_max_wait_ms
+            ),
+            idle_after_s=_float(e, "KAFKA_IDLE_AFTER_S", d.kafka.idle_after_s),
         )
         batching = Batching(
             max_batch=_int(e, "BATCH_MAX", d.batching.max_batch),

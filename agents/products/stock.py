@@ -48,10 +48,14 @@ TAKE = """
 UPDATE products p SET stock = p.stock - d.q, reserved = p.reserved + d.q
 FROM unnest($1::bigint[], $2::int[]) AS d(id, q) WHERE p.id = d.id
 """
+# An order none of whose products exists locks no product row: another worker on it (a
+# rebalance) may record it first, and its decision stands (see reserve_batch).
 RECORD = """
 INSERT INTO stock_reservations (order_id, status, lines, total, reason)
 SELECT o, s, l::jsonb, t, r
 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::numeric[], $5::text[]) AS x(o, s, l, t, r)
+ON CONFLICT (order_id) DO NOTHING
+RETURNING order_id
 """
 SETTLE = """
 UPDATE stock_reservations SET status = $2 WHERE order_id = $1 AND status = 'reserved'
@@ -108,11 +112,10 @@ async def reserve_batch(
     }
     for r in await conn.fetch(EXISTING, list(orders)):
         del orders[r["order_id"]]
-        if r["status"] in ("reserved", "rejected"):
-            event = _decision(r["order_id"], r["status"], r["lines"], r["total"], r["reason"])
-            fx.emit(PRODUCTS_EVENTS.name, str(r["order_id"]), event)
+        _tell(fx, r)
     taken: Counter[int] = Counter()
     records: list[tuple[int, str, str, Decimal | None, str | None]] = []
+    decided: dict[int, StockReserved | StockRejected] = {}
     for order_id, lines in orders.items():
         short = next(
             (p for p, q in lines if p not in on_hand or on_hand[p][0] - taken[p] < q), None
@@ -120,11 +123,7 @@ async def reserve_batch(
         if short is not None:
             reason = f"product {short} is out of stock or gone"
             records.append((order_id, "rejected", "[]", None, reason))
-            fx.emit(
-                PRODUCTS_EVENTS.name,
-                str(order_id),
-                _decision(order_id, "rejected", [], None, reason),
-            )
+            decided[order_id] = _decision(order_id, "rejected", [], None, reason)
             continue
         reserved = [
             ReservedLine(product_id=p, quantity=q, unit_price=on_hand[p][1]) for p, q in lines
@@ -141,18 +140,38 @@ async def reserve_batch(
                 None,
             )
         )
-        event = StockReserved(
+        decided[order_id] = StockReserved(
             event_id=uuid.uuid4(),
             occurred_at=_now(),
             order_id=order_id,
             lines=reserved,
             total=total,
         )
-        fx.emit(PRODUCTS_EVENTS.name, str(order_id), event)
+    if not records:
+        return
+    columns = (list(column) for column in zip(*records, strict=True))
+    recorded = {r["order_id"] for r in await conn.fetch(RECORD, *columns)}
+    raced = [o for o in decided if o not in recorded]
+    for order_id in raced:
+        # Decided by another worker meanwhile: nothing is taken here, its decision is sent.
+        if isinstance(decided.pop(order_id), StockReserved):
+            taken.subtract(dict(orders[order_id]))
+    theirs = {r["order_id"]: r for r in await conn.fetch(EXISTING, raced)} if raced else {}
+    for order_id in orders:
+        if order_id in decided:
+            fx.emit(PRODUCTS_EVENTS.name, str(order_id), decided[order_id])
+        else:
+            _tell(fx, theirs[order_id])
+    taken = +taken
     if taken:
         await conn.execute(TAKE, list(taken), list(taken.values()))
-    if records:
-        await conn.execute(RECORD, *(list(column) for column in zip(*records, strict=True)))
+
+
+def _tell(fx: Effects, r: asyncpg.Record) -> None:
+    """Send again the decision recorded for an order (an abandoned one is told nothing)."""
+    if r["status"] in ("reserved", "rejected"):
+        event = _decision(r["order_id"], r["status"], r["lines"], r["total"], r["reason"])
+        fx.emit(PRODUCTS_EVENTS.name, str(r["order_id"]), event)
 
 
 async def reserve_stock(
