@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import time
@@ -24,7 +25,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from pydantic import BaseModel
 
-from agents.common.failures import is_transient
+from agents.common.failures import is_transient, retry_while_transient
 from topics.envelope import Headers, Reply
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,12 @@ class OutboxSweeper:
             try:
                 return await self._sweep(conn, min_age_s)
             finally:
-                await conn.fetchval(GIVE_TURN, self._domain)
+                try:
+                    await conn.fetchval(GIVE_TURN, self._domain)
+                except BaseException:
+                    # The pool does not reset connections: never hand one on with the lock.
+                    conn.terminate()
+                    raise
 
     async def _sweep(self, conn: asyncpg.Connection, min_age_s: float) -> int:
         done = 0
@@ -380,13 +386,20 @@ class Publisher:
         self._sweeper.wake()
 
     async def _mark_soon(self) -> None:
+        """Mark what Kafka acknowledged, retrying while PostgreSQL is away: a row left unmarked
+        waits for the periodic sweep (up to SWEEP_EVERY_S) to be published a second time."""
         await asyncio.sleep(self.MARK_EVERY_S)
-        ids, self._acked = self._acked, []
-        try:
-            await self._pool.execute(MARK_PUBLISHED, ids)
-        except Exception as e:
-            # Unmarked rows are published again by the sweeper: a duplicate, never a loss.
-            log.warning("could not mark %d events published: %s", len(ids), e)
+        while self._acked:
+            ids, self._acked = self._acked, []
+            try:
+                await retry_while_transient(
+                    functools.partial(self._pool.execute, MARK_PUBLISHED, ids),
+                    f"marking {len(ids)} {self._domain} events published",
+                )
+            except Exception as e:
+                # Unmarked rows are published again by the sweeper: a duplicate, never a loss.
+                log.warning("could not mark %d events published: %s", len(ids), e)
+                self._sweeper.wake()
 
     async def _reply(self, reply_to: str, correlation_id: str, reply: Reply) -> None:
         """A reply goes straight to its topic; one that cannot go is recorded as dead."""
@@ -412,6 +425,10 @@ class Publisher:
             pending.add(self._marker)
         if pending:
             await asyncio.wait(pending, timeout=2.0)
+        if self._marker is not None and not self._marker.done():
+            # Still waiting for PostgreSQL: the next start's sweep publishes those rows again.
+            self._marker.cancel()
+            await asyncio.gather(self._marker, return_exceptions=True)
 
 
 async def notify_sweepers(conn: asyncpg.Connection, domain: str) -> None:

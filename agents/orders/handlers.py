@@ -101,36 +101,36 @@ async def stock_decided(
 ) -> None:
     """Move each pending order to awaiting_payment or rejected, and answer its PlaceOrder."""
     decisions = {i.message.order_id: i.message for i in batch}
-    locked = await sql.lock_orders(conn, list(decisions))
-    pending = {o.id: decisions[o.id] for o in locked if o.status == "pending"}
-    reserved = [d for d in pending.values() if isinstance(d, StockReserved)]
-    rejected = [d for d in pending.values() if isinstance(d, StockRejected)]
-    await sql.mark_reserved(conn, reserved)
-    await sql.mark_rejected(conn, [(r.order_id, r.reason) for r in rejected])
-    users = {o.id: o.user_id for o in locked}
+    reserved = [d for d in decisions.values() if isinstance(d, StockReserved)]
+    rejected = [d for d in decisions.values() if isinstance(d, StockRejected)]
+    moved = await sql.decide(conn, reserved, [(r.order_id, r.reason) for r in rejected])
     for d in reserved:
-        fx.emit(
-            ORDERS_EVENTS.name,
-            str(d.order_id),
-            OrderAwaitingPayment(
-                event_id=uuid.uuid4(),
-                occurred_at=_now(),
-                order_id=d.order_id,
-                user_id=users[d.order_id],
-                total=d.total,
-            ),
-        )
+        if d.order_id in moved:
+            fx.emit(
+                ORDERS_EVENTS.name,
+                str(d.order_id),
+                OrderAwaitingPayment(
+                    event_id=uuid.uuid4(),
+                    occurred_at=_now(),
+                    order_id=d.order_id,
+                    user_id=moved[d.order_id],
+                    total=d.total,
+                ),
+            )
     for r in rejected:
-        fx.emit(
-            ORDERS_EVENTS.name,
-            str(r.order_id),
-            OrderRejected(
-                event_id=uuid.uuid4(), occurred_at=_now(), order_id=r.order_id, reason=r.reason
-            ),
-        )
+        if r.order_id in moved:
+            fx.emit(
+                ORDERS_EVENTS.name,
+                str(r.order_id),
+                OrderRejected(
+                    event_id=uuid.uuid4(),
+                    occurred_at=_now(),
+                    order_id=r.order_id,
+                    reason=r.reason,
+                ),
+            )
     # An answer sent again (a redelivered decision) is one the gateway no longer waits for.
-    answered = [o.id for o in locked if o.reply_to and o.correlation_id]
-    for order in await sql.detailed_orders(conn, answered):
+    for order in await sql.detailed_orders(conn, list(decisions)):
         if order.status in DECIDED:
             fx.reply(order.reply_to, order.correlation_id, order_reply(order))
 

@@ -28,17 +28,9 @@ ORDER_COLUMNS = """
 id, user_id, status, total_price, reason, command_id, request_hash, reply_to, correlation_id,
 created_at, updated_at
 """
-INSERT_ORDER = f"""
-INSERT INTO orders (user_id, command_id, request_hash, reply_to, correlation_id)
-VALUES ($1, $2, $3, $4, $5) RETURNING {ORDER_COLUMNS}
-"""
-INSERT_ITEM = "INSERT INTO order_items (order_id, product_id, quantity) VALUES ($1, $2, $3)"
 INSERT_HISTORY = "INSERT INTO order_status_history (order_id, status, reason) VALUES ($1, $2, $3)"
-BY_COMMAND = f"SELECT {ORDER_COLUMNS} FROM orders WHERE command_id = $1 FOR UPDATE"
 LOCK = f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"
 SET_STATUS = "UPDATE orders SET status = $2, reason = $3 WHERE id = $1"
-SET_TOTAL = "UPDATE orders SET total_price = $2 WHERE id = $1"
-SET_PRICE = "UPDATE order_items SET price = $3 WHERE order_id = $1 AND product_id = $2"
 GET_FOR_USER = f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND user_id = $2"
 GET_BY_COMMAND_FOR_USER = (
     f"SELECT {ORDER_COLUMNS} FROM orders WHERE command_id = $1 AND user_id = $2"
@@ -114,28 +106,6 @@ class OrderRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
-    async def add(
-        self,
-        user_id: int,
-        command_id: uuid.UUID,
-        request_hash: str,
-        lines: list[tuple[int, int]],
-        reply_to: str | None,
-        correlation_id: str | None,
-    ) -> OrderRow:
-        order = _order(
-            await self._conn.fetchrow(
-                INSERT_ORDER, user_id, command_id, request_hash, reply_to, correlation_id
-            )
-        )
-        assert order is not None
-        await self._conn.executemany(INSERT_ITEM, [(order.id, p, q) for p, q in lines])
-        await self.record(order.id, "pending", None)
-        return order
-
-    async def by_command(self, command_id: uuid.UUID) -> OrderRow | None:
-        return _order(await self._conn.fetchrow(BY_COMMAND, command_id))
-
     async def lock(self, order_id: int) -> OrderRow | None:
         return _order(await self._conn.fetchrow(LOCK, order_id))
 
@@ -145,17 +115,6 @@ class OrderRepository:
     async def move(self, order_id: int, status: str, reason: str | None = None) -> None:
         await self._conn.execute(SET_STATUS, order_id, status, reason)
         await self.record(order_id, status, reason)
-
-    async def price(
-        self, order_id: int, total: Decimal, unit_prices: list[tuple[int, Decimal]]
-    ) -> None:
-        await self._conn.execute(SET_TOTAL, order_id, total)
-        await self._conn.executemany(SET_PRICE, [(order_id, p, u) for p, u in unit_prices])
-
-    async def detailed(self, order_id: int) -> OrderRow:
-        order = _order(await self._conn.fetchrow(LOCK.replace(" FOR UPDATE", ""), order_id))
-        assert order is not None
-        return (await _with_details(self._conn, [order]))[0]
 
 
 class OrdersUnitOfWork(PgUnitOfWork):
@@ -219,32 +178,44 @@ WITH created AS (
 )
 SELECT * FROM created
 """
-INSERT_ITEMS = """
-INSERT INTO order_items (order_id, product_id, quantity)
-SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::int[])
-"""
 INSERT_HISTORIES = """
 INSERT INTO order_status_history (order_id, status, reason)
 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])
 """
 BY_COMMANDS = f"SELECT {ORDER_COLUMNS} FROM orders WHERE command_id = ANY($1::uuid[])"
-LOCK_MANY = (
-    f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE"
-)
-SET_RESERVED = """
-UPDATE orders o SET status = 'awaiting_payment', total_price = d.total
-FROM unnest($1::bigint[], $2::numeric[]) AS d(id, total) WHERE o.id = d.id
-"""
-SET_PRICES = """
-UPDATE order_items i SET price = d.price
-FROM unnest($1::bigint[], $2::bigint[], $3::numeric[]) AS d(order_id, product_id, price)
-WHERE i.order_id = d.order_id AND i.product_id = d.product_id
-"""
 SET_REJECTED = """
 UPDATE orders o SET status = 'rejected', reason = d.reason
 FROM unnest($1::bigint[], $2::text[]) AS d(id, reason) WHERE o.id = d.id
 """
-DETAILED = f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1::bigint[]) ORDER BY id"
+# Orders with their lines and history, in one round trip.
+DETAILED = f"""
+SELECT {ORDER_COLUMNS},
+    ARRAY(SELECT ROW(i.id, i.product_id, i.quantity, i.price) FROM order_items i
+          WHERE i.order_id = o.id ORDER BY i.id) AS item_rows,
+    ARRAY(SELECT ROW(h.status, h.reason, h.at) FROM order_status_history h
+          WHERE h.order_id = o.id ORDER BY h.id) AS history_rows
+FROM orders o WHERE id = ANY($1::bigint[]) ORDER BY id
+"""
+# The stock's answers for a batch of orders, applied to those still pending, in one statement:
+# status, total and reason, unit prices, history. The status condition is the guard: a worker
+# racing on an order waits for its row, then finds it moved on and changes nothing.
+DECIDE = """
+WITH moved AS (
+    UPDATE orders o SET status = d.status, total_price = d.total, reason = d.reason
+    FROM unnest($1::bigint[], $2::text[], $3::numeric[], $4::text[]) AS d(id, status, total, reason)
+    WHERE o.id = d.id AND o.status = 'pending'
+    RETURNING o.id, o.user_id, o.status, o.reason
+), priced AS (
+    UPDATE order_items i SET price = p.price
+    FROM unnest($5::bigint[], $6::bigint[], $7::numeric[]) AS p(order_id, product_id, price)
+    WHERE i.order_id = p.order_id AND i.product_id = p.product_id
+      AND p.order_id IN (SELECT id FROM moved)
+), history AS (
+    INSERT INTO order_status_history (order_id, status, reason)
+    SELECT id, status, reason FROM moved
+)
+SELECT id, user_id FROM moved
+"""
 STUCK = """
 SELECT id, user_id, extract(epoch FROM now() - created_at) AS age_s FROM orders
 WHERE status = 'pending' AND created_at < now() - make_interval(secs => $1)
@@ -291,20 +262,6 @@ async def orders_by_commands(
     return {o.command_id: o for o in await _with_details(conn, rows)}
 
 
-async def lock_orders(conn: asyncpg.Connection, order_ids: list[int]) -> list[OrderRow]:
-    return [OrderRow(**dict(r)) for r in await conn.fetch(LOCK_MANY, order_ids)]
-
-
-async def mark_reserved(conn: asyncpg.Connection, decisions: list[StockReserved]) -> None:
-    if not decisions:
-        return
-    await conn.execute(SET_RESERVED, [d.order_id for d in decisions], [d.total for d in decisions])
-    prices = [(d.order_id, line.product_id, line.unit_price) for d in decisions for line in d.lines]
-    if prices:
-        await conn.execute(SET_PRICES, *(list(c) for c in zip(*prices, strict=True)))
-    await _record(conn, [(d.order_id, "awaiting_payment", None) for d in decisions])
-
-
 async def mark_rejected(conn: asyncpg.Connection, rejected: list[tuple[int, str]]) -> None:
     if not rejected:
         return
@@ -315,8 +272,39 @@ async def mark_rejected(conn: asyncpg.Connection, rejected: list[tuple[int, str]
 async def detailed_orders(conn: asyncpg.Connection, order_ids: list[int]) -> list[OrderRow]:
     if not order_ids:
         return []
-    rows = [OrderRow(**dict(r)) for r in await conn.fetch(DETAILED, order_ids)]
-    return await _with_details(conn, rows)
+    orders = []
+    for r in await conn.fetch(DETAILED, order_ids):
+        row = dict(r)
+        items = [
+            {"id": i, "order_id": row["id"], "product_id": p, "quantity": q, "price": price}
+            for i, p, q, price in row.pop("item_rows")
+        ]
+        history = [{"status": s, "reason": why, "at": at} for s, why, at in row.pop("history_rows")]
+        orders.append(OrderRow(**row, items=items, history=history))
+    return orders
+
+
+async def decide(
+    conn: asyncpg.Connection,
+    reserved: list[StockReserved],
+    rejected: list[tuple[int, str]],
+) -> dict[int, int]:
+    """Apply the stock's answers to the orders still pending; their user ids by order id."""
+    ids = [d.order_id for d in reserved] + [o for o, _ in rejected]
+    if not ids:
+        return {}
+    prices = [(d.order_id, line.product_id, line.unit_price) for d in reserved for line in d.lines]
+    rows = await conn.fetch(
+        DECIDE,
+        ids,
+        ["awaiting_payment"] * len(reserved) + ["rejected"] * len(rejected),
+        [d.total for d in reserved] + [None] * len(rejected),
+        [None] * len(reserved) + [r for _, r in rejected],
+        [o for o, _, _ in prices],
+        [p for _, p, _ in prices],
+        [u for _, _, u in prices],
+    )
+    return {r["id"]: r["user_id"] for r in rows}
 
 
 async def stuck_orders(conn: asyncpg.Connection, older_than_s: float) -> list[Stuck]:
