@@ -31,6 +31,11 @@ def is_transient(e: BaseException) -> bool:
     """True when retrying later can succeed: Postgres or Kafka down, restarting, failing over."""
     if isinstance(e, OSError | TimeoutError | asyncpg.InterfaceError):
         return True
+    if isinstance(e, asyncpg.InternalClientError):
+        # A connection the server dropped (a shutdown's FATAL arrives on an idle connection)
+        # can be handed out again before asyncpg sees it closed: "cannot switch to state 15;
+        # another operation (2) is in progress". A new connection succeeds.
+        return True
     if isinstance(e, asyncpg.PostgresError):
         state = getattr(e, "sqlstate", None) or ""
         return state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES

@@ -195,11 +195,16 @@ class OutboxSweeper:
         self._dsn = dsn
         self._batch = batch
         self._wake = asyncio.Event()
+        # The age of the youngest rows the next sweep may take (see `wake`).
+        self._min_age_s = 0.0
         # Set while rows wait for the sweeper: the Publisher then leaves new ones to it too,
         # so that each key's events still go out in order.
         self.behind = False
 
-    def wake(self) -> None:
+    def wake(self, min_age_s: float = 0.0) -> None:
+        """Sweep now. Rows younger than `min_age_s` are left to the Publisher, which may still be
+        marking them: a wake that only guesses something is waiting should not send them twice."""
+        self._min_age_s = min(self._min_age_s, min_age_s) if self._wake.is_set() else min_age_s
         self._wake.set()
 
     async def sweep_once(self, min_age_s: float = 0.0) -> int:
@@ -279,7 +284,7 @@ class OutboxSweeper:
                 continue
             try:
                 await conn.add_listener(CHANNEL, notified)
-                self.wake()  # what was notified while we were not listening
+                self.wake(SWEEP_GRACE_S)  # what was notified while we were not listening
                 closed = asyncio.Event()
                 conn.add_termination_listener(lambda _c, done=closed: done.set())
                 await closed.wait()
@@ -292,9 +297,9 @@ class OutboxSweeper:
             listener = asyncio.create_task(self._listen(), name=f"outbox-listen-{self._domain}")
         backoff = 0.1
         next_prune = 0.0
-        # At start, everything unpublished was left behind; when woken, something is waiting.
-        # Only the periodic sweep leaves the youngest rows to the Publisher.
-        woken = True
+        # At start, everything unpublished was left behind; a periodic sweep leaves the youngest
+        # rows to the Publisher.
+        min_age = 0.0
         try:
             while True:
                 self._wake.clear()
@@ -302,7 +307,7 @@ class OutboxSweeper:
                     if time.monotonic() >= next_prune:
                         await self.prune()
                         next_prune = time.monotonic() + PRUNE_EVERY_S
-                    await self.sweep_once(0.0 if woken or self.behind else SWEEP_GRACE_S)
+                    await self.sweep_once(0.0 if self.behind else min_age)
                     backoff = 0.1
                 except Exception as e:
                     if not is_transient(e):
@@ -314,9 +319,9 @@ class OutboxSweeper:
                     continue
                 try:
                     await asyncio.wait_for(self._wake.wait(), SWEEP_EVERY_S)
-                    woken = True
+                    min_age = self._min_age_s
                 except TimeoutError:
-                    woken = False
+                    min_age = SWEEP_GRACE_S
         finally:
             if self._dsn is not None:
                 listener.cancel()

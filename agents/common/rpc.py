@@ -1,4 +1,7 @@
-"""What every gRPC method of a domain does first and last: bind the request id, map errors."""
+"""What every gRPC method of a domain does first and last: bind the request id, map errors.
+
+A domain error is its status; an infrastructure failure (PostgreSQL down, restarting, failing
+over) is UNAVAILABLE, which a caller may retry, not UNKNOWN."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agents.common.errors import DomainError
+from agents.common.failures import is_transient
 from agents.common.logs import request_id_var
 from topics.envelope import ErrorType
 
@@ -38,6 +42,11 @@ def rpc(method: Method[R]) -> Method[R]:
             return await method(self, request, context)
         except DomainError as e:
             await context.abort(STATUS_OF[e.error_type], str(e))
+            raise AssertionError("abort returned") from None
+        except Exception as e:
+            if not is_transient(e):
+                raise
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"retry later: {type(e).__name__}")
             raise AssertionError("abort returned") from None
 
     return wrapper
