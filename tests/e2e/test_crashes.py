@@ -1,7 +1,8 @@
 """Workers SIGKILLed again and again during a run of orders and payments lose nothing.
 
-The processes run one by one (tests/e2e/saga_world.py); a killer SIGKILLs a random saga worker
-(its outbox relay with it) every few seconds and starts it again, while buyers place and pay
+The processes run one by one (tests/e2e/saga_world.py); a killer SIGKILLs the gateway once and a
+random saga worker (its outbox publisher and sweeper with it) the other times, every few seconds,
+and starts it again, while buyers place and pay
 orders, retrying with their Idempotency-Key as a real client would. After quiescence the
 invariants of DESIGN.md are checked in PostgreSQL.
 """
@@ -95,11 +96,14 @@ async def _checkout(
 
 
 async def _killer(world: World, rng: random.Random) -> None:
-    """SIGKILL a random saga worker KILLS times, a first one at once, and start it again."""
-    victims = ["products", "orders", "payments"]
-    for i in range(KILLS):
+    """SIGKILL KILLS times, a first one at once, and start it again: the gateway once (the
+    requests it held in flight, its reply reader), saga workers (with their outbox publisher and
+    sweeper) the other times."""
+    plan = ["gateway"] + [rng.choice(["products", "orders", "payments"]) for _ in range(KILLS - 1)]
+    rng.shuffle(plan)
+    for i, victim in enumerate(plan):
         await asyncio.sleep(0.5 if i == 0 else KILL_EVERY_S)
-        proc = world.procs[rng.choice(victims)]
+        proc = world.procs[victim]
         await asyncio.to_thread(proc.kill)
         proc.start()
 
