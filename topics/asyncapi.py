@@ -33,22 +33,29 @@ def asyncapi_document() -> dict[str, Any]:
             refs[model.__name__] = {"$ref": f"#/components/messages/{model.__name__}"}
         channels[topic.name] = {
             "address": topic.name,
-            "description": f"{topic.summary} Partitions: {topic.partitions}. Key: {topic.key}.",
+            "description": (
+                f"{topic.summary} Partitions: {topic.partitions} (`KAFKA_TOPIC_PARTITIONS` "
+                f"changes it; one under `shopstream run` on its embedded broker). Key: "
+                f"{topic.key}. Each message names its `type` in its JSON; the platform also "
+                f"sets it in the `{Headers.TYPE}` header, which a producer may set too, so "
+                "that a consumer skips what it does not handle without parsing it."
+            ),
             "messages": refs,
         }
         operations[f"{'send' if topic.name in inbound else 'receive'}:{topic.name}"] = {
             "action": "send" if topic.name in inbound else "receive",
             "channel": {"$ref": f"#/channels/{topic.name}"},
         }
-        if topic.name in inbound:
-            channels[topic.dlq] = {
-                "address": topic.dlq,
-                "description": (
-                    f"Messages rejected from {topic.name}, unchanged, with the reason in the "
-                    f"`{Headers.DLQ_REASON}` header and their origin in `{Headers.DLQ_TOPIC}`, "
-                    f"`{Headers.DLQ_PARTITION}`, `{Headers.DLQ_OFFSET}`."
-                ),
-            }
+        channels[topic.dlq] = {
+            "address": topic.dlq,
+            "description": (
+                f"Messages from {topic.name} that could not be handled (invalid, or failing "
+                "for a reason retrying cannot fix), unchanged, with the reason in the "
+                f"`{Headers.DLQ_REASON}` header and their origin in `{Headers.DLQ_TOPIC}`, "
+                f"`{Headers.DLQ_PARTITION}`, `{Headers.DLQ_OFFSET}`. `shopstream dlq` lists, "
+                "shows and replays them."
+            ),
+        }
     messages["Reply"] = _message(Reply)
     channels["gateway.replies.{instance}"] = {
         "address": "gateway.replies.{instance}",
