@@ -57,6 +57,15 @@ SELECT NOT EXISTS ({UNPUBLISHED})
 # What the gateway may answer while a worker or PostgreSQL is away: retry, same key.
 RETRY_LATER = {0, 500, 502, 503, 504}
 
+# Many buyers from one address; a short deadline, so that an order caught by a crash or an
+# outage is answered 202 with a Location.
+BUYERS_ENV = {
+    "RATE_LIMIT_AUTH_PER_MIN": "100000",
+    "RATE_LIMIT_IP_PER_MIN": "100000",
+    "RATE_LIMIT_USER_PER_MIN": "100000",
+    "REQUEST_TIMEOUT_S": "3",
+}
+
 
 @dataclass
 class Proc:

@@ -20,6 +20,7 @@ import asyncpg
 import pytest
 
 from tests.e2e.saga_world import (
+    BUYERS_ENV,
     World,
     create_products,
     http_client,
@@ -44,12 +45,7 @@ KILLS = 6
 def world() -> Iterator[World]:
     with running_world(
         "crash-",
-        env={
-            "RATE_LIMIT_AUTH_PER_MIN": "100000",
-            "RATE_LIMIT_IP_PER_MIN": "100000",
-            "RATE_LIMIT_USER_PER_MIN": "100000",
-            "REQUEST_TIMEOUT_S": "3",
-        },
+        env=BUYERS_ENV,
     ) as w:
         yield w
 

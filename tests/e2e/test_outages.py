@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaProducer
 
 from agents.common.dlq import summarize
 from tests.e2e.saga_world import (
+    BUYERS_ENV,
     FINAL,
     RETRY_LATER,
     World,
@@ -74,13 +75,7 @@ def world() -> Iterator[World]:
     with running_world(
         "outage-",
         gateways=(GATEWAY_B, GATEWAY_A),
-        env={
-            "RATE_LIMIT_AUTH_PER_MIN": "100000",
-            "RATE_LIMIT_IP_PER_MIN": "100000",
-            "RATE_LIMIT_USER_PER_MIN": "100000",
-            # Short, so that orders caught by an outage are answered 202.
-            "REQUEST_TIMEOUT_S": "3",
-        },
+        env=BUYERS_ENV,
     ) as w:
         yield w
 

@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -20,10 +21,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import ConsumerRecord
 
 from agents.common.embedded import free_port
+from agents.products.repository import PgProductsUnitOfWork
+from tests.helpers import random_name
 from tests.infra import grpc_serving, stop_process
 from topics import reply_topic
 from topics.admin import create_topics, delete_topic
 from topics.envelope import Headers, Reply
+from topics.products import NewProduct
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -267,3 +271,22 @@ async def overlapping(
             later = tasks.create_task(run_second())
             earlier = tasks.create_task(run_first(later))
         return earlier.result(), later.result(), waited
+
+
+async def new_product(pool: asyncpg.Pool, stock: int, price: str = "2.50") -> int:
+    """A product of `stock` units, made straight in Postgres; its id."""
+    async with PgProductsUnitOfWork(pool) as uow:
+        p = await uow.products.add(
+            NewProduct(name=random_name("product"), price=Decimal(price), stock=stock)
+        )
+        await uow.commit()
+    return p.id
+
+
+async def buckets(pool: asyncpg.Pool, product_id: int) -> tuple[int, int, int]:
+    """A product's stock on hand, reserved and sold."""
+    row = await pool.fetchrow(
+        "SELECT stock, reserved, sold FROM products WHERE id = $1", product_id
+    )
+    assert row is not None
+    return row["stock"], row["reserved"], row["sold"]

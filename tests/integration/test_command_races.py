@@ -32,8 +32,10 @@ from agents.products.stock import reserve_batch
 from tests.helpers import eventually, random_name
 from tests.infra import base_env, shared_tmpdir
 from tests.integration.reliability import (
+    buckets,
     committed_everything,
     dead_letters_of,
+    new_product,
     overlapping,
     produce,
     read_topic,
@@ -63,23 +65,6 @@ MAX_ROUNDS = 200
 NO_DOMAIN = "test"
 
 
-async def _product(pool: asyncpg.Pool, stock: int, price: str = "3.50") -> int:
-    async with PgProductsUnitOfWork(pool) as uow:
-        p = await uow.products.add(
-            NewProduct(name=random_name("race"), price=Decimal(price), stock=stock)
-        )
-        await uow.commit()
-    return p.id
-
-
-async def _buckets(pool: asyncpg.Pool, product_id: int) -> tuple[int, int, int]:
-    row = await pool.fetchrow(
-        "SELECT stock, reserved, sold FROM products WHERE id = $1", product_id
-    )
-    assert row is not None
-    return row["stock"], row["reserved"], row["sold"]
-
-
 def _place(product_id: int, quantity: int = 1) -> PlaceOrder:
     return PlaceOrder(
         command_id=uuid.uuid4(),
@@ -106,7 +91,7 @@ def _bodies(fx: Effects) -> list[dict[str, Any]]:
 async def test_two_batches_with_one_place_order_make_one_order(
     pool: asyncpg.Pool, second_batch: str
 ) -> None:
-    product_id = await _product(pool, 10)
+    product_id = await new_product(pool, 10)
     cmd, meta = _place(product_id, 2), _meta()
     other = _place(product_id, 1)
     fx1, fx2 = Effects(), Effects()
@@ -149,7 +134,7 @@ async def test_two_batches_with_one_place_order_make_one_order(
 async def test_a_retried_request_racing_the_first_is_told_to_wait(pool: asyncpg.Pool) -> None:
     """The same Idempotency-Key sent again by the client (another correlation id) while the
     first is being placed: one order, and the retry gets a typed conflict, not an error."""
-    cmd, first_meta, retry_meta = _place(await _product(pool, 10)), _meta(), _meta()
+    cmd, first_meta, retry_meta = _place(await new_product(pool, 10)), _meta(), _meta()
     fx1, fx2 = Effects(), Effects()
 
     async def first(conn: asyncpg.Connection) -> None:
@@ -172,7 +157,7 @@ async def test_a_retried_request_racing_the_first_is_told_to_wait(pool: asyncpg.
 
 
 async def test_two_workers_on_one_stock_decision_answer_alike(pool: asyncpg.Pool) -> None:
-    product_id = await _product(pool, 10, "2.00")
+    product_id = await new_product(pool, 10, "2.00")
     cmd, meta = _place(product_id, 3), _meta()
     async with pool.acquire() as conn, conn.transaction():
         await orders.place_orders(conn, [Inbound(cmd, meta)], Effects())
@@ -235,7 +220,7 @@ async def test_two_workers_on_one_catalogue_command_answer_alike(
             product=NewProduct(name=name, price=Decimal("9.99"), stock=3),
         )
     else:
-        cmd = DeleteProduct(command_id=uuid.uuid4(), product_id=await _product(pool, 1))
+        cmd = DeleteProduct(command_id=uuid.uuid4(), product_id=await new_product(pool, 1))
     fx1, fx2 = Effects(), Effects()
 
     async def first(conn: asyncpg.Connection) -> Reply:
@@ -279,7 +264,7 @@ async def test_two_workers_on_one_catalogue_command_answer_alike(
 async def test_two_workers_on_one_order_placed_take_stock_once(
     pool: asyncpg.Pool, stock: int, exists: bool, decision: str
 ) -> None:
-    product_id = await _product(pool, stock, "1.25") if exists else 2**62 + 7
+    product_id = await new_product(pool, stock, "1.25") if exists else 2**62 + 7
     order_id = uuid.uuid4().int % 2**62
     placed = OrderPlaced(
         event_id=uuid.uuid4(),
@@ -306,11 +291,11 @@ async def test_two_workers_on_one_order_placed_take_stock_once(
     )
     if decision == "StockReserved":
         assert (reservation["status"], reservation["total"]) == ("reserved", Decimal("2.50"))
-        assert await _buckets(pool, product_id) == (stock - 2, 2, 0)
+        assert await buckets(pool, product_id) == (stock - 2, 2, 0)
     else:
         assert reservation["status"] == "rejected"
         if exists:
-            assert await _buckets(pool, product_id) == (stock, 0, 0)
+            assert await buckets(pool, product_id) == (stock, 0, 0)
     # Both workers tell the order the same thing.
     [told] = _bodies(fx1)
     assert told["type"] == decision
@@ -348,7 +333,7 @@ async def test_two_orders_workers_rebalancing_give_one_order_and_one_answer(
     """The same PlaceOrder on every partition of orders.commands, once while a second worker
     joins the group (each message may be taken by the old owner and again by the new one), and
     once after, when both workers own partitions and race on the same command."""
-    product_id = await _product(pool, 10, "5.00")
+    product_id = await new_product(pool, 10, "5.00")
     during, after = _place(product_id), _place(product_id)
     env_b = with_own_ports(race_env, Path(race_env["SHOPSTREAM_STATE_DIR"]) / "second")
     partitions = range(ORDERS_COMMANDS.partitions)
@@ -426,7 +411,7 @@ async def test_two_orders_workers_rebalancing_give_one_order_and_one_answer(
                 got = await replies.replies(cid)
                 assert len({r.model_dump_json() for r in got}) == 1, got
 
-    assert await _buckets(pool, product_id) == (8, 2, 0), "one reservation per order"
+    assert await buckets(pool, product_id) == (8, 2, 0), "one reservation per order"
     for cmd in (during, after):
         [order] = await _order_of(pool, cmd)
         [reservation] = await pool.fetch(

@@ -10,7 +10,6 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,13 @@ from agents.common.agent import Inbound, RequestMeta
 from agents.common.embedded import EmbeddedPostgres, EmbeddedTansu
 from agents.common.relay import MARK_PUBLISHED, Effects
 from agents.orders import handlers as orders
-from agents.products.repository import PgProductsUnitOfWork
 from agents.products.stock import on_order_event, reserve_batch
-from tests.helpers import eventually, random_name
+from tests.helpers import eventually
 from tests.infra import base_env, shared_tmpdir
 from tests.integration.reliability import (
     ReplyTopic,
+    buckets,
+    new_product,
     produce,
     read_topic,
     ready,
@@ -36,29 +36,12 @@ from tests.integration.reliability import (
 from topics import ORDERS_EVENTS, PRODUCTS_EVENTS
 from topics.envelope import Headers
 from topics.orders import OrderPlaced, OrderRejected, PlaceOrder
-from topics.products import NewProduct, OrderLine
+from topics.products import OrderLine
 
 # Far beyond the age of any order the other tests leave pending.
 REDRIVE_S = 3600.0
 GIVE_UP_S = 7200.0
 NO_DOMAIN = "test"
-
-
-async def _product(pool: asyncpg.Pool, stock: int, price: str = "4.00") -> int:
-    async with PgProductsUnitOfWork(pool) as uow:
-        p = await uow.products.add(
-            NewProduct(name=random_name("sweep"), price=Decimal(price), stock=stock)
-        )
-        await uow.commit()
-    return p.id
-
-
-async def _buckets(pool: asyncpg.Pool, product_id: int) -> tuple[int, int, int]:
-    row = await pool.fetchrow(
-        "SELECT stock, reserved, sold FROM products WHERE id = $1", product_id
-    )
-    assert row is not None
-    return row["stock"], row["reserved"], row["sold"]
 
 
 async def _place(
@@ -104,7 +87,7 @@ async def _published(pool: asyncpg.Pool, fx: Effects) -> None:
 
 
 async def test_the_sweeper_redrives_then_gives_up(pool: asyncpg.Pool) -> None:
-    product_id = await _product(pool, 10)
+    product_id = await new_product(pool, 10)
     redrive_meta = RequestMeta(reply_to="gateway.replies.sweep", correlation_id=uuid.uuid4().hex)
     give_up_meta = RequestMeta(reply_to="gateway.replies.sweep", correlation_id=uuid.uuid4().hex)
     fresh = await _place(pool, product_id, 1, RequestMeta(), 0)
@@ -197,34 +180,34 @@ async def _reservation(pool: asyncpg.Pool, order_id: int) -> str | None:
 async def test_a_given_up_order_with_its_stock_reserved_releases_it_once(
     pool: asyncpg.Pool,
 ) -> None:
-    product_id, order_id = await _product(pool, 5), _order_id()
+    product_id, order_id = await new_product(pool, 5), _order_id()
     await _reserve(pool, order_id, product_id, 2)
-    assert await _buckets(pool, product_id) == (3, 2, 0)
+    assert await buckets(pool, product_id) == (3, 2, 0)
 
     event_id = uuid.uuid4()
     fx = await _abandon(pool, order_id, event_id)
     assert [json.loads(r.value)["type"] for r in fx.rows] == ["StockReleased"]
-    assert await _buckets(pool, product_id) == (5, 0, 0)
+    assert await buckets(pool, product_id) == (5, 0, 0)
     assert await _reservation(pool, order_id) == "released"
     # The same event again, or another OrderRejected for it, releases nothing more.
     for again in (event_id, uuid.uuid4()):
         assert (await _abandon(pool, order_id, again)).rows == []
-        assert await _buckets(pool, product_id) == (5, 0, 0)
+        assert await buckets(pool, product_id) == (5, 0, 0)
     # And a late OrderPlaced (a re-drive still on its way) takes nothing.
     late = await _reserve(pool, order_id, product_id, 2)
     assert late.rows == []
-    assert await _buckets(pool, product_id) == (5, 0, 0)
+    assert await buckets(pool, product_id) == (5, 0, 0)
 
 
 async def test_a_given_up_order_never_reserved_holds_nothing_later(pool: asyncpg.Pool) -> None:
-    product_id, order_id = await _product(pool, 5), _order_id()
+    product_id, order_id = await new_product(pool, 5), _order_id()
     fx = await _abandon(pool, order_id, uuid.uuid4())
     assert fx.rows == []
     assert await _reservation(pool, order_id) == "abandoned"
 
     late = await _reserve(pool, order_id, product_id, 2)
     assert late.rows == [], "an abandoned order is told nothing"
-    assert await _buckets(pool, product_id) == (5, 0, 0)
+    assert await buckets(pool, product_id) == (5, 0, 0)
     assert await _reservation(pool, order_id) == "abandoned"
 
 
@@ -255,7 +238,7 @@ async def test_the_workers_sweep_stuck_orders(
     sweep_env: dict[str, str], kafka: EmbeddedTansu, pool: asyncpg.Pool
 ) -> None:
     state = Path(sweep_env["SHOPSTREAM_STATE_DIR"])
-    product_id = await _product(pool, 10, "2.00")
+    product_id = await new_product(pool, 10, "2.00")
     async with (
         reply_topic_of_our_own(kafka.bootstrap) as replies,
         worker("products", sweep_env, state / "products.log") as products,
@@ -328,7 +311,7 @@ async def test_the_workers_sweep_stuck_orders(
 
         await eventually(marker_handled, timeout=30, what="the OrderPlaced after the late one")
         assert await _reservation(pool, lost) == "abandoned"
-        assert await _buckets(pool, product_id) == (5, 5, 0), "2 for `stuck`, 3 for `marker`"
+        assert await buckets(pool, product_id) == (5, 5, 0), "2 for `stuck`, 3 for `marker`"
         decisions = _key_and_type(await read_topic(kafka.bootstrap, PRODUCTS_EVENTS.name), lost)
         assert decisions == [], "the given-up order was told nothing"
         assert len(await answered(str(lost_meta.correlation_id))) == 1
