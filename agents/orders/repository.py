@@ -31,20 +31,20 @@ created_at, updated_at
 INSERT_HISTORY = "INSERT INTO order_status_history (order_id, status, reason) VALUES ($1, $2, $3)"
 LOCK = f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 FOR UPDATE"
 SET_STATUS = "UPDATE orders SET status = $2, reason = $3 WHERE id = $1"
-GET_FOR_USER = f"SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1 AND user_id = $2"
+# An order with its lines and its history, read in the same round trip (see `_detailed`).
+DETAILED_COLUMNS = f"""
+{ORDER_COLUMNS},
+ARRAY(SELECT ROW(i.id, i.product_id, i.quantity, i.price) FROM order_items i
+      WHERE i.order_id = orders.id ORDER BY i.id) AS item_rows,
+ARRAY(SELECT ROW(h.status, h.reason, h.at) FROM order_status_history h
+      WHERE h.order_id = orders.id ORDER BY h.id) AS history_rows
+"""
+GET_FOR_USER = f"SELECT {DETAILED_COLUMNS} FROM orders WHERE id = $1 AND user_id = $2"
 GET_BY_COMMAND_FOR_USER = (
-    f"SELECT {ORDER_COLUMNS} FROM orders WHERE command_id = $1 AND user_id = $2"
+    f"SELECT {DETAILED_COLUMNS} FROM orders WHERE command_id = $1 AND user_id = $2"
 )
 LIST_FOR_USER = f"""
-SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3
-"""
-ITEMS = """
-SELECT id, order_id, product_id, quantity, price FROM order_items
-WHERE order_id = ANY($1::bigint[]) ORDER BY id
-"""
-HISTORY = """
-SELECT order_id, status, reason, at FROM order_status_history
-WHERE order_id = ANY($1::bigint[]) ORDER BY id
+SELECT {DETAILED_COLUMNS} FROM orders WHERE user_id = $1 ORDER BY id DESC LIMIT $2 OFFSET $3
 """
 
 
@@ -89,17 +89,15 @@ def _order(row: asyncpg.Record | None) -> OrderRow | None:
     return None if row is None else OrderRow(**dict(row))
 
 
-async def _with_details(conn: asyncpg.Connection, orders: list[OrderRow]) -> list[OrderRow]:
-    ids = [o.id for o in orders]
-    items: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
-    history: dict[int, list[dict[str, Any]]] = {i: [] for i in ids}
-    for r in await conn.fetch(ITEMS, ids):
-        items[r["order_id"]].append(dict(r))
-    for r in await conn.fetch(HISTORY, ids):
-        history[r["order_id"]].append(dict(r))
-    return [
-        OrderRow(**{**o.__dict__, "items": items[o.id], "history": history[o.id]}) for o in orders
+def _detailed(row: asyncpg.Record) -> OrderRow:
+    columns = dict(row)
+    order_id = columns["id"]
+    items = [
+        {"id": i, "order_id": order_id, "product_id": p, "quantity": q, "price": price}
+        for i, p, q, price in columns.pop("item_rows")
     ]
+    history = [{"status": s, "reason": why, "at": at} for s, why, at in columns.pop("history_rows")]
+    return OrderRow(**columns, items=items, history=history)
 
 
 class OrderRepository:
@@ -136,25 +134,21 @@ class OrdersUnitOfWork(PgUnitOfWork):
 
 
 async def order_for_user(pool: asyncpg.Pool, user_id: int, order_id: int) -> OrderRow | None:
-    async with pool.acquire() as conn:
-        order = _order(await conn.fetchrow(GET_FOR_USER, order_id, user_id))
-        return None if order is None else (await _with_details(conn, [order]))[0]
+    row = await pool.fetchrow(GET_FOR_USER, order_id, user_id)
+    return None if row is None else _detailed(row)
 
 
 async def order_by_command(
     pool: asyncpg.Pool, user_id: int, command_id: uuid.UUID
 ) -> OrderRow | None:
-    async with pool.acquire() as conn:
-        order = _order(await conn.fetchrow(GET_BY_COMMAND_FOR_USER, command_id, user_id))
-        return None if order is None else (await _with_details(conn, [order]))[0]
+    row = await pool.fetchrow(GET_BY_COMMAND_FOR_USER, command_id, user_id)
+    return None if row is None else _detailed(row)
 
 
 async def orders_for_user(
     pool: asyncpg.Pool, user_id: int, offset: int, limit: int
 ) -> list[OrderRow]:
-    async with pool.acquire() as conn:
-        rows = await conn.fetch(LIST_FOR_USER, user_id, limit, offset)
-        return await _with_details(conn, [o for r in rows if (o := _order(r)) is not None])
+    return [_detailed(r) for r in await pool.fetch(LIST_FOR_USER, user_id, limit, offset)]
 
 
 # The batch statements of the saga's hot path: one round trip for the whole batch each.
@@ -182,20 +176,12 @@ INSERT_HISTORIES = """
 INSERT INTO order_status_history (order_id, status, reason)
 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])
 """
-BY_COMMANDS = f"SELECT {ORDER_COLUMNS} FROM orders WHERE command_id = ANY($1::uuid[])"
+BY_COMMANDS = f"SELECT {DETAILED_COLUMNS} FROM orders WHERE command_id = ANY($1::uuid[])"
 SET_REJECTED = """
 UPDATE orders o SET status = 'rejected', reason = d.reason
 FROM unnest($1::bigint[], $2::text[]) AS d(id, reason) WHERE o.id = d.id
 """
-# Orders with their lines and history, in one round trip.
-DETAILED = f"""
-SELECT {ORDER_COLUMNS},
-    ARRAY(SELECT ROW(i.id, i.product_id, i.quantity, i.price) FROM order_items i
-          WHERE i.order_id = o.id ORDER BY i.id) AS item_rows,
-    ARRAY(SELECT ROW(h.status, h.reason, h.at) FROM order_status_history h
-          WHERE h.order_id = o.id ORDER BY h.id) AS history_rows
-FROM orders o WHERE id = ANY($1::bigint[]) ORDER BY id
-"""
+DETAILED = f"SELECT {DETAILED_COLUMNS} FROM orders WHERE id = ANY($1::bigint[]) ORDER BY id"
 # The stock's answers for a batch of orders, applied to those still pending, in one statement:
 # status, total and reason, unit prices, history. The status condition is the guard: a worker
 # racing on an order waits for its row, then finds it moved on and changes nothing.
@@ -258,8 +244,8 @@ async def _record(conn: asyncpg.Connection, changes: list[tuple[int, str, str | 
 async def orders_by_commands(
     conn: asyncpg.Connection, command_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, OrderRow]:
-    rows = [OrderRow(**dict(r)) for r in await conn.fetch(BY_COMMANDS, command_ids)]
-    return {o.command_id: o for o in await _with_details(conn, rows)}
+    orders = [_detailed(r) for r in await conn.fetch(BY_COMMANDS, command_ids)]
+    return {o.command_id: o for o in orders}
 
 
 async def mark_rejected(conn: asyncpg.Connection, rejected: list[tuple[int, str]]) -> None:
@@ -272,16 +258,7 @@ async def mark_rejected(conn: asyncpg.Connection, rejected: list[tuple[int, str]
 async def detailed_orders(conn: asyncpg.Connection, order_ids: list[int]) -> list[OrderRow]:
     if not order_ids:
         return []
-    orders = []
-    for r in await conn.fetch(DETAILED, order_ids):
-        row = dict(r)
-        items = [
-            {"id": i, "order_id": row["id"], "product_id": p, "quantity": q, "price": price}
-            for i, p, q, price in row.pop("item_rows")
-        ]
-        history = [{"status": s, "reason": why, "at": at} for s, why, at in row.pop("history_rows")]
-        orders.append(OrderRow(**row, items=items, history=history))
-    return orders
+    return [_detailed(r) for r in await conn.fetch(DETAILED, order_ids)]
 
 
 async def decide(
