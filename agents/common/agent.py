@@ -166,14 +166,15 @@ class BatchAgent:
 
     async def _reject(self, event: Any, errors: list[FieldError]) -> None:
         reason = "; ".join(f"{fe.path}: {fe.message}" for fe in errors)
-        await self._dead_letter(event, f"invalid: {reason}"[:1000])
+        failure = Reply.failure(ErrorType.INVALID, "the message does not match its schema", errors)
+        await self._refuse(event, f"invalid: {reason}", failure)
+
+    async def _refuse(self, event: Any, reason: str, failure: Reply) -> None:
+        """Dead-letter the message with the reason; a command's caller gets the failure."""
+        await dead_letter(self.runtime, self.topic, event, reason[:1000])
         meta = _meta(event)
         fx = Effects()
-        fx.reply(
-            meta.reply_to,
-            meta.correlation_id,
-            Reply.failure(ErrorType.INVALID, "the message does not match its schema", errors),
-        )
+        fx.reply(meta.reply_to, meta.correlation_id, failure)
         await self.runtime.publisher.publish(fx)
 
     async def _handle(self, items: list[_Item]) -> None:
@@ -199,20 +200,10 @@ class BatchAgent:
         return fx
 
     async def _give_up(self, item: _Item, error: Exception) -> None:
-        """A message failed for a reason retrying cannot fix: dead-letter it, answer its caller."""
+        """A message failed for a reason retrying cannot fix."""
         log.error("handling a message of %s failed", self.topic.name, exc_info=error)
-        await self._dead_letter(item.event, f"internal: {type(error).__name__}: {error}"[:1000])
-        fx = Effects()
-        meta = item.inbound.meta
-        fx.reply(
-            meta.reply_to,
-            meta.correlation_id,
-            Reply.failure(ErrorType.INTERNAL, "the command could not be handled"),
-        )
-        await self.runtime.publisher.publish(fx)
-
-    async def _dead_letter(self, event: Any, reason: str) -> None:
-        await dead_letter(self.runtime, self.topic, event, reason)
+        failure = Reply.failure(ErrorType.INTERNAL, "the command could not be handled")
+        await self._refuse(item.event, f"internal: {type(error).__name__}: {error}", failure)
 
 
 def _runs(items: list[_Item]) -> list[tuple[Route, list[Inbound[Any]]]]:

@@ -47,10 +47,12 @@ RECORD_DEAD = """
 INSERT INTO outbox (domain, topic, key, payload, headers, dead_at, dead_reason)
 VALUES ($1, $2, $3, $4::jsonb, '{}'::jsonb, now(), $5)
 """
+# A sweep takes the rows written before it began (less `min_age`): what commits meanwhile is
+# the Publisher's, which would otherwise send it a second time.
+CUTOFF = "SELECT now() - make_interval(secs => $1)"
 PENDING = """
 SELECT id, topic, key, payload::text AS payload, headers FROM outbox
-WHERE domain = $1 AND published_at IS NULL AND dead_at IS NULL
-  AND created_at < now() - make_interval(secs => $2)
+WHERE domain = $1 AND published_at IS NULL AND dead_at IS NULL AND created_at < $2
 ORDER BY id LIMIT $3
 """
 # One sweeper per domain at a time keeps each key's events in order; a session lock, so no
@@ -224,8 +226,9 @@ class OutboxSweeper:
 
     async def _sweep(self, conn: asyncpg.Connection, min_age_s: float) -> int:
         done = 0
+        cutoff = await conn.fetchval(CUTOFF, min_age_s)
         while True:
-            rows = await conn.fetch(PENDING, self._domain, min_age_s, self._batch)
+            rows = await conn.fetch(PENDING, self._domain, cutoff, self._batch)
             if not rows:
                 self.behind = False
                 return done
