@@ -148,19 +148,18 @@ async def topic_exists(producer: AIOKafkaProducer, topic: str) -> bool:
     return topic in metadata.topics()
 
 
+async def _queue(producer: AIOKafkaProducer, rows: Sequence[Outgoing]) -> list[Any]:
+    """Hand the rows to the producer in order; the futures of their acknowledgements."""
+    async with asyncio.timeout(SEND_TIMEOUT_S):
+        return [
+            await producer.send(r.topic, r.value, key=r.key.encode(), headers=list(r.headers))
+            for r in rows
+        ]
+
+
 async def _send_all(producer: AIOKafkaProducer, rows: Sequence[Outgoing]) -> list[Any]:
     """Send in order; each row's outcome: its record metadata or the exception."""
-
-    async def queued() -> list[Any]:
-        futures = []
-        for r in rows:
-            futures.append(
-                await producer.send(r.topic, r.value, key=r.key.encode(), headers=list(r.headers))
-            )
-        return futures
-
-    async with asyncio.timeout(SEND_TIMEOUT_S):
-        futures = await queued()
+    futures = await _queue(producer, rows)
     return list(await asyncio.gather(*futures, return_exceptions=True))
 
 
@@ -365,13 +364,7 @@ class Publisher:
             self._sweeper.wake()
             return
         try:
-            async with asyncio.timeout(SEND_TIMEOUT_S):
-                futures = [
-                    await self._producer.send(
-                        r.topic, r.value, key=r.key.encode(), headers=list(r.headers)
-                    )
-                    for r in fx.rows
-                ]
+            futures = await _queue(self._producer, fx.rows)
         except (KafkaError, OSError, TimeoutError) as e:
             self._left_to_sweeper(e)
             return
