@@ -22,6 +22,7 @@ from aiokafka.structs import ConsumerRecord
 
 from agents.common.embedded import free_port
 from agents.products.repository import PgProductsUnitOfWork
+from tests.e2e.platform import SHOPSTREAM
 from tests.helpers import random_name
 from tests.infra import grpc_serving, stop_process
 from topics import reply_topic
@@ -32,7 +33,6 @@ from topics.products import NewProduct
 A = TypeVar("A")
 B = TypeVar("B")
 
-SHOPSTREAM = str(Path(sys.executable).parent / "shopstream")
 KAFKA_TIMEOUT_S = 20.0
 
 Message = tuple[bytes | None, bytes, Sequence[tuple[str, bytes]], int | None]

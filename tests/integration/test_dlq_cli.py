@@ -6,7 +6,6 @@ import asyncio
 import base64
 import json
 import os
-import sys
 import uuid
 from pathlib import Path
 
@@ -16,11 +15,11 @@ from aiokafka.structs import ConsumerRecord
 
 from agents.common import dlq
 from agents.common.embedded import EmbeddedTansu
+from tests.integration.reliability import shopstream
 from topics import INBOUND
 from topics.admin import create_topics
 from topics.envelope import Headers
 
-SHOPSTREAM = str(Path(sys.executable).parent / "shopstream")
 BINARY = b"\x00\xffnot json"
 
 
@@ -96,25 +95,6 @@ async def _read(bootstrap: str, topic: str) -> list[ConsumerRecord]:
     finally:
         await consumer.stop()
     return got
-
-
-async def _shopstream(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        SHOPSTREAM,
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(60):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
 
 
 def _env(tmp_path: Path, kafka: str | None) -> dict[str, str]:
@@ -266,7 +246,7 @@ async def test_the_command_lists_and_replays(kafka: EmbeddedTansu, tmp_path: Pat
     original, topic = await _topics(kafka.bootstrap)
     await _dead_lettered(kafka.bootstrap, original, topic)
 
-    code, out, err = await _shopstream(_env(tmp_path, kafka.bootstrap), "dlq", "list")
+    code, out, err = await shopstream(_env(tmp_path, kafka.bootstrap), "dlq", "list")
     assert code == 0, err
     [row] = [line for line in out.splitlines() if line.startswith(f"{topic} ")]
     assert row.split()[1] == "2", out
@@ -276,7 +256,7 @@ async def test_the_command_lists_and_replays(kafka: EmbeddedTansu, tmp_path: Pat
     (tmp_path / "run.json").write_text(
         json.dumps({"database_url": "", "kafka_broker": kafka.bootstrap})
     )
-    code, out, err = await _shopstream(
+    code, out, err = await shopstream(
         _env(tmp_path, None), "dlq", "replay", topic, "--offset", "1", "--json"
     )
     assert code == 0, err
@@ -286,6 +266,6 @@ async def test_the_command_lists_and_replays(kafka: EmbeddedTansu, tmp_path: Pat
     [replayed] = await _read(kafka.bootstrap, original)
     assert replayed.value == BINARY
 
-    code, _, err = await _shopstream(_env(tmp_path, None), "dlq", "show", original)
+    code, _, err = await shopstream(_env(tmp_path, None), "dlq", "show", original)
     assert code == 2
     assert "not a dead-letter topic" in err
