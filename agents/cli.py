@@ -34,6 +34,10 @@ def _with_running_platform(settings: Settings) -> Settings:
 def _run(settings: Settings, args: argparse.Namespace) -> int:
     from agents.supervisor import run
 
+    if args.broker:
+        settings = replace(settings, embedded_broker=args.broker)
+    if args.kafka_nodes:
+        settings = replace(settings, embedded_kafka_nodes=args.kafka_nodes)
     return run(settings, demo=not args.no_demo)
 
 
@@ -46,17 +50,22 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _topics_create(settings: Settings, args: argparse.Namespace) -> int:
-    from topics import all_topic_names
-    from topics.admin import create_topics
+    from topics import all_topics
+    from topics.admin import ensure_topics
 
-    created = asyncio.run(
-        create_topics(
+    report = asyncio.run(
+        ensure_topics(
             settings.require_kafka(),
-            all_topic_names(settings.topic_partitions),
-            replication=args.replication,
+            all_topics(settings.topic_partitions),
+            replication=args.replication or settings.kafka.replication_factor,
+            security=settings.kafka_security,
         )
     )
-    print(f"created: {', '.join(created)}" if created else "all topics exist")
+    print(f"created: {', '.join(report.created)}" if report.created else "all topics exist")
+    for change in report.changed:
+        print(f"changed: {change}")
+    for difference in report.differs:
+        print(f"shopstream: left as it is: {difference}", file=sys.stderr)
     return 0
 
 
@@ -145,7 +154,9 @@ def _dlq_list(settings: Settings, args: argparse.Namespace) -> int:
     from agents.common import dlq
 
     async def call(bootstrap: str) -> int:
-        summaries = await dlq.summarize(bootstrap, args.topics or None)
+        summaries = await dlq.summarize(
+            bootstrap, args.topics or None, security=settings.kafka_security
+        )
         if args.json:
             print(json.dumps([s.to_json() for s in summaries], indent=2))
         else:
@@ -160,7 +171,12 @@ def _dlq_show(settings: Settings, args: argparse.Namespace) -> int:
 
     async def call(bootstrap: str) -> int:
         messages, total = await dlq.show(
-            bootstrap, args.topic, partition=args.partition, offset=args.offset, limit=args.limit
+            bootstrap,
+            args.topic,
+            partition=args.partition,
+            offset=args.offset,
+            limit=args.limit,
+            security=settings.kafka_security,
         )
         if args.json:
             shown = [m.to_json() for m in messages]
@@ -180,9 +196,15 @@ def _dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
     async def call(bootstrap: str) -> int:
         offsets = None if args.all else args.offsets
         messages = await dlq.select(
-            bootstrap, args.topic, partition=args.partition, offsets=offsets
+            bootstrap,
+            args.topic,
+            partition=args.partition,
+            offsets=offsets,
+            security=settings.kafka_security,
         )
-        results = await dlq.replay(bootstrap, messages, dry_run=args.dry_run)
+        results = await dlq.replay(
+            bootstrap, messages, dry_run=args.dry_run, security=settings.kafka_security
+        )
         if args.json:
             print(json.dumps([r.to_json() for r in results], indent=2))
         else:
@@ -200,6 +222,17 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the whole platform (gateway on :8080)")
     run.add_argument("--no-demo", action="store_true", help="do not load the demo catalogue")
+    run.add_argument(
+        "--broker",
+        choices=("tansu", "kafka"),
+        help="the broker to start when KAFKA_BROKER is unset (SHOPSTREAM_BROKER; default tansu)",
+    )
+    run.add_argument(
+        "--kafka-nodes",
+        type=int,
+        choices=(1, 3),
+        help="Apache Kafka nodes to start with --broker kafka (SHOPSTREAM_KAFKA_NODES; default 1)",
+    )
     run.set_defaults(func=_run)
     sub.add_parser("migrate", help="apply the SQL migrations (DATABASE_URL)").set_defaults(
         func=_migrate
@@ -207,8 +240,17 @@ def parser() -> argparse.ArgumentParser:
     topics = sub.add_parser("topics", help="the topic catalogue").add_subparsers(
         dest="topics_command", required=True
     )
-    create = topics.add_parser("create", help="create missing topics (KAFKA_BROKER)")
-    create.add_argument("--replication", type=int, default=1)
+    create = topics.add_parser(
+        "create",
+        help="create missing topics and set their configs (KAFKA_BROKER)",
+    )
+    create.add_argument(
+        "--replication",
+        type=_count,
+        default=0,
+        help="replicas of each topic (KAFKA_REPLICATION_FACTOR; default: the catalogue's, 3), "
+        "capped to the brokers the cluster has",
+    )
     create.set_defaults(func=_topics_create)
     topics.add_parser("asyncapi", help="print the AsyncAPI document").set_defaults(
         func=_topics_asyncapi

@@ -21,12 +21,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agents.common.db import create_pool
 from agents.common.embedded import EmbeddedPostgres, EmbeddedTansu
+from agents.common.kafka import KafkaCluster, kafka_version
 from agents.common.migrate import migrate
 from agents.common.process import die_with_parent
 from agents.common.settings import Settings
 from agents.products.demo import load_demo_catalogue
-from topics import all_topic_names
-from topics.admin import create_topics
+from topics import all_topics
+from topics.admin import ensure_topics
 
 DOMAINS = ("users", "products", "orders", "payments")
 READY_TIMEOUT_S = 120.0
@@ -129,9 +130,16 @@ async def _stop_children(children: list[Child]) -> None:
     await asyncio.gather(*(c.pump for c in children if c.pump is not None))
 
 
-async def _prepare(dsn: str, kafka: str, demo: bool, partitions: int) -> None:
-    created = await create_topics(kafka, all_topic_names(partitions))
-    say(f"topics ready ({len(created)} created)")
+async def _prepare(children: Settings, demo: bool) -> None:
+    """Topics and migrations, with the settings the children get."""
+    dsn, kafka = children.require_database(), children.require_kafka()
+    report = await ensure_topics(
+        kafka,
+        all_topics(children.topic_partitions),
+        replication=children.kafka.replication_factor,
+        security=children.kafka_security,
+    )
+    say(f"topics ready ({len(report.created)} created)")
     applied = await migrate(dsn)
     say(f"migrations applied: {', '.join(applied) or 'none pending'}")
     if demo:
@@ -149,9 +157,7 @@ async def _supervise(settings: Settings, env: dict[str, str], demo: bool) -> int
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await _prepare(
-        env["DATABASE_URL"], env["KAFKA_BROKER"], demo, Settings.from_env(env).topic_partitions
-    )
+    await _prepare(Settings.from_env(env), demo)
     colour = sys.stdout.isatty()
     children = [Child(d, f"agents.{d}") for d in DOMAINS] + [Child("gateway", "gateway")]
     exit_code = 0
@@ -207,12 +213,14 @@ async def _supervise(settings: Settings, env: dict[str, str], demo: bool) -> int
 
 
 def run(settings: Settings, *, demo: bool = True) -> int:
-    """Start what is missing (Postgres, Tansu), prepare, run every process; stop all on a signal."""
+    """Start what is missing (Postgres; Tansu or Apache Kafka), prepare, run every process;
+    stop all on a signal."""
     env = dict(os.environ)
     env.setdefault("LOG_FORMAT", "text")
     env.setdefault("SHOPSTREAM_STATE_DIR", str(settings.state_dir.resolve()))
     postgres: EmbeddedPostgres | None = None
     tansu: EmbeddedTansu | None = None
+    cluster: KafkaCluster | None = None
     # A signal during start-up stops things the same way as one later.
     previous = {s: signal.signal(s, signal.default_int_handler) for s in (signal.SIGTERM,)}
     try:
@@ -220,7 +228,26 @@ def run(settings: Settings, *, demo: bool = True) -> int:
             postgres = EmbeddedPostgres(settings.state_dir / "pgdata")
             env["DATABASE_URL"] = postgres.start()
             say(f"postgres ready on 127.0.0.1:{postgres.port} (data kept in {postgres.data_dir})")
-        if not settings.kafka_broker:
+        if not settings.kafka_broker and settings.embedded_broker == "kafka":
+            nodes = settings.embedded_kafka_nodes
+            say(f"starting Apache Kafka {kafka_version()} ({nodes} node(s); jars via Maven once)")
+            cluster = KafkaCluster(settings.state_dir / "kafka", nodes=nodes)
+            env["KAFKA_BROKER"] = cluster.start()
+            # A real broker answers a waiting fetch as soon as data comes: a long wait costs
+            # no latency, and idle consumers cost it nothing.
+            for name in (
+                "KAFKA_FETCH_MAX_WAIT_MS",
+                "KAFKA_IDLE_FETCH_MAX_WAIT_MS",
+                "KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS",
+            ):
+                env.setdefault(name, "500")
+            env.setdefault("KAFKA_REPLICATION_FACTOR", str(cluster.replication))
+            say(
+                f"kafka broker ready on {cluster.bootstrap} "
+                f"(data kept in {cluster.base_dir}; logs kafka-N.log there)"
+            )
+        elif not settings.kafka_broker:
+            env["KAFKA_PRODUCER_IDEMPOTENCE"] = "false"
             tansu = EmbeddedTansu(settings.state_dir / "tansu.log")
             env["KAFKA_BROKER"] = tansu.start()
             # Each worker reads every partition of its topics: on the embedded broker an empty
@@ -235,6 +262,8 @@ def run(settings: Settings, *, demo: bool = True) -> int:
             signal.signal(s, handler)
         if tansu is not None:
             tansu.stop()
+        if cluster is not None:
+            cluster.stop()
         if postgres is not None:
             postgres.stop()
         say("stopped")

@@ -22,6 +22,7 @@ from gateway.grpc_clients import GrpcClients
 from gateway.keys import BUS, GRPC, PAGES, SETTINGS
 from gateway.middlewares import error_middleware, request_id_middleware
 from gateway.routes import auth, health, orders, products
+from topics import PRODUCTS_EVENTS
 
 
 async def bus_context(app: web.Application) -> AsyncIterator[None]:
@@ -35,7 +36,12 @@ async def bus_context(app: web.Application) -> AsyncIterator[None]:
 async def pages_context(app: web.Application) -> AsyncIterator[None]:
     pages = PageCache()
     bootstrap = app[SETTINGS].require_kafka()
-    watcher = ProductsEventsWatcher(pages, lambda: events_consumer(bootstrap))
+    settings = app[SETTINGS]
+    watcher = ProductsEventsWatcher(
+        pages,
+        lambda: events_consumer(bootstrap, settings.kafka_security),
+        partitions=settings.topic_partitions or PRODUCTS_EVENTS.partitions,
+    )
     watcher.start()
     app[PAGES] = pages
     yield

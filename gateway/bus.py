@@ -15,9 +15,10 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from agents.common.kafka_auth import client_options
 from agents.common.settings import Settings
-from topics import reply_topic
-from topics.admin import create_topics, delete_topic
+from topics import gateway_replies, reply_topic
+from topics.admin import delete_topic, ensure_topics
 from topics.envelope import Headers, Reply
 
 log = logging.getLogger(__name__)
@@ -39,15 +40,21 @@ class BusClient:
 
     async def start(self) -> None:
         bootstrap = self._settings.require_kafka()
-        # Replies are worth seconds: keep an hour at most.
-        await create_topics(
-            bootstrap, [(self.reply_topic, 1)], config={"retention.ms": str(3600 * 1000)}
+        security = self._settings.kafka_security
+        # Replicated as the catalogue's topics are, so that one broker's loss does not take this
+        # gateway's replies with it.
+        await ensure_topics(
+            bootstrap,
+            [gateway_replies(self._settings.gateway_instance)],
+            replication=self._settings.kafka.replication_factor,
+            security=security,
         )
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=self._settings.kafka.fetch_max_wait_ms,
+            **client_options(security),
         )
         await self._consumer.start()
         self._consumer.assign([self._tp])
@@ -56,7 +63,13 @@ class BusClient:
         await self._consumer.position(self._tp)
         # Nobody waits for a reply yet: the reply topic is not polled while nobody does.
         self._consumer.pause(self._tp)
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0)
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            linger_ms=0,
+            enable_idempotence=self._settings.kafka.idempotent_producer,
+            **client_options(security),
+        )
         await self._producer.start()
         self._reader = asyncio.create_task(self._read_replies(), name="bus-replies")
 
@@ -71,7 +84,11 @@ class BusClient:
         if self._consumer is not None:
             await self._consumer.stop()
         try:
-            await delete_topic(self._settings.require_kafka(), self.reply_topic)
+            await delete_topic(
+                self._settings.require_kafka(),
+                self.reply_topic,
+                security=self._settings.kafka_security,
+            )
         except (KafkaError, OSError) as e:
             log.warning("could not delete reply topic %s: %s", self.reply_topic, e)
 

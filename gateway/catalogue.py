@@ -20,6 +20,8 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from agents.common.kafka_auth import client_options
+from agents.common.settings import KafkaSecurity
 from topics import PRODUCTS_EVENTS
 
 log = logging.getLogger(__name__)
@@ -86,13 +88,14 @@ class PageCache:
         self._pages.clear()
 
 
-def events_consumer(bootstrap: str) -> Any:
+def events_consumer(bootstrap: str, security: KafkaSecurity | None = None) -> Any:
     """A plain consumer: no group (nothing to commit, no rebalance), a long fetch wait."""
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        **client_options(security or KafkaSecurity()),
     )
 
 

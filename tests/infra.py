@@ -1,4 +1,4 @@
-"""Real infrastructure for tests: embedded Postgres and Tansu, and domain processes."""
+"""Real infrastructure for tests: embedded Postgres, Tansu or Apache Kafka, domain processes."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agents.common.embedded import EmbeddedPostgres, EmbeddedTansu, free_port
+from agents.common.kafka import KafkaCluster
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 52
 
@@ -54,6 +55,31 @@ def running_tansu() -> Iterator[EmbeddedTansu]:
             broker.stop()
 
 
+@contextlib.contextmanager
+def running_kafka(nodes: int = 3) -> Iterator[KafkaCluster]:
+    """An Apache Kafka KRaft cluster of its own (replication 3 and min ISR 2 with 3 nodes)."""
+    with shared_tmpdir("shopstream-apache-kafka-") as tmp:
+        cluster = KafkaCluster(tmp, nodes=nodes)
+        cluster.start()
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
+
+
+def kafka_env(cluster: KafkaCluster) -> dict[str, str]:
+    """What a process needs on Apache Kafka, as `shopstream run --broker kafka` sets it."""
+    wait = "500"
+    return {
+        "KAFKA_BROKER": cluster.bootstrap,
+        "KAFKA_REPLICATION_FACTOR": str(cluster.replication),
+        "KAFKA_PRODUCER_IDEMPOTENCE": "true",
+        "KAFKA_FETCH_MAX_WAIT_MS": wait,
+        "KAFKA_IDLE_FETCH_MAX_WAIT_MS": wait,
+        "KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS": wait,
+    }
+
+
 def grpc_serving(addr: str) -> bool:
     with grpc.insecure_channel(addr) as channel:
         try:
@@ -73,6 +99,8 @@ def base_env(dsn: str, kafka: str, state_dir: Path) -> dict[str, str]:
             "KAFKA_BROKER": kafka,
             "SHOPSTREAM_STATE_DIR": str(state_dir),
             "JWT_SECRET": TEST_JWT_SECRET,
+            # Tansu has no idempotent producer; kafka_env() turns it on for Apache Kafka.
+            "KAFKA_PRODUCER_IDEMPOTENCE": "false",
             "LOG_FORMAT": "text",
             "USER_SERVICE_ADDR": f"127.0.0.1:{free_port()}",
             "PRODUCT_SERVICE_ADDR": f"127.0.0.1:{free_port()}",

@@ -1,12 +1,18 @@
-"""The topic catalogue: every topic's name, partitions, key and the messages it carries."""
+"""The topic catalogue: every topic's name, partitions, key, the messages it carries, and how a
+real cluster keeps it (replicas, retention, cleanup)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pydantic import BaseModel
 
 from topics import orders, payments, products, users
+
+HOUR_MS = 3600 * 1000
+DAY_MS = 24 * HOUR_MS
+# What could not be handled waits for an operator (`shopstream dlq`): kept longer than the rest.
+DLQ_RETENTION_MS = 30 * DAY_MS
 
 
 @dataclass(frozen=True)
@@ -16,12 +22,43 @@ class Topic:
     key: str
     summary: str
     messages: tuple[type[BaseModel], ...] = ()
+    # Compacted: the newest message of each key is kept for good (state, e.g. a table's changelog);
+    # otherwise a message is deleted once it is older than `retention_ms`.
     compacted: bool = False
     public: bool = field(default=True)
+    retention_ms: int = 7 * DAY_MS
+    # Copies of each partition, and how many must hold a write before it is acknowledged
+    # (producers send acks=all). `shopstream topics create` caps both to the cluster's brokers.
+    replication: int = 3
+    min_insync: int = 2
 
     @property
     def dlq(self) -> str:
         return f"{self.name}.dlq"
+
+    def dead_letters(self) -> Topic:
+        """The topic's dead-letter topic: always deleted by age, even for a compacted topic
+        (a dead letter may have no key)."""
+        return Topic(
+            name=self.dlq,
+            partitions=1,
+            key="the original message's key",
+            summary=f"What could not be handled from {self.name}, the reason in a header.",
+            public=self.public,
+            retention_ms=DLQ_RETENTION_MS,
+            replication=self.replication,
+            min_insync=self.min_insync,
+        )
+
+    def configs(self, replication: int) -> dict[str, str]:
+        """The topic-level configs on a cluster where the topic has `replication` replicas:
+        `min.insync.replicas` stays below it, so one broker may be down (or the only one up)."""
+        configs = {"min.insync.replicas": str(max(1, min(self.min_insync, replication - 1)))}
+        if self.compacted:
+            configs["cleanup.policy"] = "compact"
+        else:
+            configs |= {"cleanup.policy": "delete", "retention.ms": str(self.retention_ms)}
+        return configs
 
 
 PRODUCTS_COMMANDS = Topic(
@@ -82,6 +119,38 @@ PAYMENTS_EVENTS = Topic(
     messages=payments.EVENTS,
 )
 
+# The changelogs of the Faust tables, `<app id>-<table>-changelog`: the workers do not declare
+# topics, so they are created with the rest. Faust co-partitions a table with its stream.
+PAYMENTS_DEADLINES_CHANGELOG = Topic(
+    name="shopstream-payments-deadlines-changelog",
+    partitions=PAYMENTS_EVENTS.partitions,
+    key="the payment id (JSON)",
+    summary="The payments worker's table of pending payments' deadlines, from payments.events.",
+    compacted=True,
+    public=False,
+)
+PRODUCTS_UNITS_SOLD_CHANGELOG = Topic(
+    name="shopstream-products-units-sold-changelog",
+    partitions=ORDERS_EVENTS.partitions,
+    key="[product id, [hour start, hour end]] (JSON)",
+    summary="Units sold per product per hour (best sellers), from OrderPaid on orders.events.",
+    compacted=True,
+    public=False,
+)
+PRODUCTS_UNITS_SOLD_ORDERS_CHANGELOG = Topic(
+    name="shopstream-products-units-sold-orders-changelog",
+    partitions=ORDERS_EVENTS.partitions,
+    key="[order id, [hour start, hour end]] (JSON)",
+    summary="The orders counted in units-sold, so that a redelivered OrderPaid counts once.",
+    compacted=True,
+    public=False,
+)
+CHANGELOGS: tuple[Topic, ...] = (
+    PAYMENTS_DEADLINES_CHANGELOG,
+    PRODUCTS_UNITS_SOLD_CHANGELOG,
+    PRODUCTS_UNITS_SOLD_ORDERS_CHANGELOG,
+)
+
 CATALOGUE: tuple[Topic, ...] = (
     PRODUCTS_COMMANDS,
     PRODUCTS_EVENTS,
@@ -102,14 +171,31 @@ INBOUND: tuple[Topic, ...] = (
 )
 
 
-def all_topic_names(partitions: int = 0) -> list[tuple[str, int]]:
+def all_topics(partitions: int = 0) -> list[Topic]:
     """Every topic and its dead-letter topic: what an agent cannot handle, internal or not,
     goes to `<name>.dlq` with the reason. `partitions` overrides the catalogue's counts (0: keep
     them): one worker per domain on a laptop gains nothing from more than one."""
-    names = [(t.name, partitions or t.partitions) for t in CATALOGUE]
-    names += [(t.dlq, 1) for t in CATALOGUE]
-    return names
+    topics = [replace(t, partitions=partitions or t.partitions) for t in CATALOGUE]
+    topics += [replace(t, partitions=partitions or t.partitions) for t in CHANGELOGS]
+    return topics + [t.dead_letters() for t in CATALOGUE]
+
+
+def all_topic_names(partitions: int = 0) -> list[tuple[str, int]]:
+    return [(t.name, t.partitions) for t in all_topics(partitions)]
 
 
 def reply_topic(instance: str) -> str:
     return f"gateway.replies.{instance}"
+
+
+def gateway_replies(instance: str) -> Topic:
+    """One gateway instance's reply topic, which that gateway creates and deletes itself."""
+    return Topic(
+        name=reply_topic(instance),
+        partitions=1,
+        key="none: a reply is matched by its correlation id",
+        summary="Replies to the requests of one gateway instance.",
+        public=False,
+        # Replies are worth seconds: an hour at most.
+        retention_ms=HOUR_MS,
+    )

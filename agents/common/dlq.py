@@ -19,6 +19,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from agents.common.kafka_auth import client_options
+from agents.common.settings import KafkaSecurity
 from topics.envelope import Headers
 
 SUFFIX = ".dlq"
@@ -129,9 +131,12 @@ class ReplayResult:
 
 
 @asynccontextmanager
-async def _consumer(bootstrap: str) -> AsyncIterator[AIOKafkaConsumer]:
+async def _consumer(
+    bootstrap: str, security: KafkaSecurity | None
+) -> AsyncIterator[AIOKafkaConsumer]:
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
+        **client_options(security or KafkaSecurity()),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -148,11 +153,17 @@ async def _consumer(bootstrap: str) -> AsyncIterator[AIOKafkaConsumer]:
         await consumer.stop()
 
 
-async def _describe(bootstrap: str) -> dict[str, list[TopicPartition]]:
+async def _describe(
+    bootstrap: str, security: KafkaSecurity | None
+) -> dict[str, list[TopicPartition]]:
     """Every topic on the broker and its partitions, asked afresh (the admin client's metadata
     of all topics: naming a topic in a metadata request may create it, and a consumer's own
     metadata narrows to the partitions it is assigned)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=REQUEST_TIMEOUT_MS)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
+        **client_options(security or KafkaSecurity()),
+    )
     try:
         await admin.start()
         described = await admin.describe_topics()
@@ -208,24 +219,30 @@ async def _read(
             return out
 
 
-async def dlq_topics(bootstrap: str, *, timeout_s: float = TIMEOUT_S) -> list[str]:
+async def dlq_topics(
+    bootstrap: str, *, timeout_s: float = TIMEOUT_S, security: KafkaSecurity | None = None
+) -> list[str]:
     """Every dead-letter topic on the broker: every name ending in `.dlq`."""
     async with asyncio.timeout(timeout_s):
-        return sorted(t for t in await _describe(bootstrap) if t.endswith(SUFFIX))
+        return sorted(t for t in await _describe(bootstrap, security) if t.endswith(SUFFIX))
 
 
 async def summarize(
-    bootstrap: str, topics: Sequence[str] | None = None, *, timeout_s: float = TIMEOUT_S
+    bootstrap: str,
+    topics: Sequence[str] | None = None,
+    *,
+    timeout_s: float = TIMEOUT_S,
+    security: KafkaSecurity | None = None,
 ) -> list[DlqSummary]:
     """How many messages each dead-letter topic holds and why the newest one is there.
 
     `topics` None means every `.dlq` topic on the broker."""
     async with asyncio.timeout(timeout_s):
-        layout = await _describe(bootstrap)
+        layout = await _describe(bootstrap, security)
         if topics is None:
             topics = sorted(t for t in layout if t.endswith(SUFFIX))
         chosen = _pick(layout, topics)
-    async with asyncio.timeout(timeout_s), _consumer(bootstrap) as consumer:
+    async with asyncio.timeout(timeout_s), _consumer(bootstrap, security) as consumer:
         out: list[DlqSummary] = []
         for name, tps in chosen.items():
             starts = await consumer.beginning_offsets(tps)
@@ -255,12 +272,13 @@ async def show(
     offset: int | None = None,
     limit: int | None = None,
     timeout_s: float = TIMEOUT_S,
+    security: KafkaSecurity | None = None,
 ) -> tuple[list[DeadLetter], int]:
     """The messages of a dead-letter topic, by partition then offset, from `offset` in each
     partition, at most `limit`; and how many the chosen partitions hold in all."""
     async with asyncio.timeout(timeout_s):
-        tps = _choose(_pick(await _describe(bootstrap), [topic])[topic], partition)
-    async with asyncio.timeout(timeout_s), _consumer(bootstrap) as consumer:
+        tps = _choose(_pick(await _describe(bootstrap, security), [topic])[topic], partition)
+    async with asyncio.timeout(timeout_s), _consumer(bootstrap, security) as consumer:
         starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
         out: list[DeadLetter] = []
@@ -277,12 +295,13 @@ async def select(
     partition: int | None = None,
     offsets: Iterable[int] | None = None,
     timeout_s: float = TIMEOUT_S,
+    security: KafkaSecurity | None = None,
 ) -> list[DeadLetter]:
     """The messages to replay: those at `offsets` of one partition, or all (offsets None).
 
     With offsets, `partition` may be left out only when the topic has one partition."""
     async with asyncio.timeout(timeout_s):
-        tps = _pick(await _describe(bootstrap), [topic])[topic]
+        tps = _pick(await _describe(bootstrap, security), [topic])[topic]
     wanted = None if offsets is None else sorted(set(offsets))
     if wanted is None:
         tps = _choose(tps, partition)
@@ -292,7 +311,7 @@ async def select(
         tps = _choose(tps, partition if partition is not None else tps[0].partition)
     if wanted == []:
         return []
-    async with asyncio.timeout(timeout_s), _consumer(bootstrap) as consumer:
+    async with asyncio.timeout(timeout_s), _consumer(bootstrap, security) as consumer:
         if wanted is None:
             starts = await consumer.beginning_offsets(tps)
             ends = await consumer.end_offsets(tps)
@@ -338,6 +357,7 @@ async def replay(
     *,
     dry_run: bool = False,
     timeout_s: float = TIMEOUT_S,
+    security: KafkaSecurity | None = None,
 ) -> list[ReplayResult]:
     """Send each message back to its original topic (x-dlq-topic): same key, same value.
 
@@ -345,7 +365,7 @@ async def replay(
     results: list[ReplayResult] = []
     pending: list[tuple[DeadLetter, str]] = []
     async with asyncio.timeout(timeout_s):
-        existing = await _describe(bootstrap)
+        existing = await _describe(bootstrap, security)
     for m in messages:
         target = m.original_topic
         if not target:
@@ -360,7 +380,10 @@ async def replay(
         results += [ReplayResult(m, t, False, None) for m, t in pending]
         return _in_order(messages, results)
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", request_timeout_ms=REQUEST_TIMEOUT_MS
+        bootstrap_servers=bootstrap,
+        acks="all",
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
+        **client_options(security or KafkaSecurity()),
     )
     try:
         async with asyncio.timeout(timeout_s):

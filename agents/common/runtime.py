@@ -19,6 +19,7 @@ from mode import Service
 
 from agents.common.db import create_pool
 from agents.common.grpc_server import GrpcServer, create_server
+from agents.common.kafka_auth import client_options, faust_credentials
 from agents.common.logs import formatter_for
 from agents.common.relay import OutboxSweeper, Publisher
 from agents.common.settings import KafkaTuning, Settings
@@ -46,6 +47,7 @@ def create_faust_app(domain: str, settings: Settings, *, on_client_path: bool = 
     app = DomainApp(
         f"shopstream-{domain}",
         broker=[f"shopstream://{host}" for host in settings.require_kafka().split(",")],
+        broker_credentials=faust_credentials(settings.kafka_security),
         autodiscover=False,
         store="memory://",
         datadir=str(datadir),
@@ -62,6 +64,7 @@ def create_faust_app(domain: str, settings: Settings, *, on_client_path: bool = 
         stream_wait_empty=False,
         producer_acks=-1,
         producer_linger=0.0,
+        topic_replication_factor=tuning.replication_factor or 1,
     )
     app.kafka_tuning = tuning
     return app
@@ -136,7 +139,11 @@ class DomainRuntime(Service):
             self.settings.require_database(), self.settings.db_pool_max
         )
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.require_kafka(), acks="all", linger_ms=0
+            bootstrap_servers=self.settings.require_kafka(),
+            acks="all",
+            linger_ms=0,
+            enable_idempotence=self.settings.kafka.idempotent_producer,
+            **client_options(self.settings.kafka_security),
         )
         await self._producer.start()
         self._sweeper = OutboxSweeper(

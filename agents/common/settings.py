@@ -34,6 +34,18 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
 def _str(env: Mapping[str, str], name: str, default: str) -> str:
     raw = env.get(name)
     return default if raw is None or raw == "" else raw
@@ -78,6 +90,37 @@ class KafkaTuning:
     heartbeat_interval_ms: int = 500
     rebalance_timeout_ms: int = 3000
     request_timeout_ms: int = 40000
+    # Idempotent producers (no duplicate on a retried send) need a broker that has them:
+    # Apache Kafka does, the embedded Tansu does not (`shopstream run` turns them off there).
+    idempotent_producer: bool = True
+    # Replicas of every topic the platform creates; 0: the catalogue's, capped at the brokers.
+    replication_factor: int = 0
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How every Kafka client of every process reaches the brokers (docs/deploy.md)."""
+
+    protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "PLAIN"
+    sasl_username: str = ""
+    sasl_password: str = field(default="", repr=False)
+    # PEM files: the CA to trust (empty: the system's), and a client certificate with its key.
+    ssl_cafile: str = ""
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL_")
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol.endswith("SSL")
 
 
 @dataclass(frozen=True)
@@ -166,11 +209,15 @@ class EdgeSettings:
 class Settings:
     database_url: str = ""
     kafka_broker: str = ""
+    # What `shopstream run` starts when KAFKA_BROKER is unset: "tansu" or "kafka" (Apache Kafka).
+    embedded_broker: str = "tansu"
+    embedded_kafka_nodes: int = 1
     listen_host: str = "127.0.0.1"
     gateway_port: int = 8080
     gateway_instance: str = field(default_factory=socket.gethostname)
     grpc: GrpcAddresses = field(default_factory=GrpcAddresses)
     kafka: KafkaTuning = field(default_factory=KafkaTuning)
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     batching: Batching = field(default_factory=Batching)
     # Partitions of every topic `shopstream topics create` makes; 0: the topic catalogue's.
     topic_partitions: int = 0
@@ -217,6 +264,8 @@ class Settings:
                 e, "KAFKA_IDLE_FETCH_MAX_WAIT_MS", d.kafka.idle_fetch_max_wait_ms
             ),
             idle_after_s=_float(e, "KAFKA_IDLE_AFTER_S", d.kafka.idle_after_s),
+            idempotent_producer=_bool(e, "KAFKA_PRODUCER_IDEMPOTENCE", d.kafka.idempotent_producer),
+            replication_factor=_int(e, "KAFKA_REPLICATION_FACTOR", d.kafka.replication_factor),
         )
         batching = Batching(
             max_batch=_int(e, "BATCH_MAX", d.batching.max_batch),
@@ -234,11 +283,14 @@ class Settings:
         settings = cls(
             database_url=_str(e, "DATABASE_URL", ""),
             kafka_broker=_str(e, "KAFKA_BROKER", ""),
+            embedded_broker=_str(e, "SHOPSTREAM_BROKER", d.embedded_broker).lower(),
+            embedded_kafka_nodes=_int(e, "SHOPSTREAM_KAFKA_NODES", d.embedded_kafka_nodes),
             listen_host=_str(e, "LISTEN_HOST", d.listen_host),
             gateway_port=gateway_port,
             gateway_instance=_str(e, "GATEWAY_INSTANCE", d.gateway_instance),
             grpc=grpc,
             kafka=kafka,
+            kafka_security=_kafka_security(e),
             batching=batching,
             topic_partitions=_int(e, "KAFKA_TOPIC_PARTITIONS", d.topic_partitions),
             auth=_auth_settings(e),
@@ -255,6 +307,12 @@ class Settings:
             log_level=_str(e, "LOG_LEVEL", d.log_level).upper(),
             log_format=_str(e, "LOG_FORMAT", d.log_format),
         )
+        if settings.embedded_broker not in ("tansu", "kafka"):
+            raise SettingsError("SHOPSTREAM_BROKER must be tansu or kafka")
+        if settings.embedded_kafka_nodes not in (1, 3):
+            raise SettingsError("SHOPSTREAM_KAFKA_NODES must be 1 or 3")
+        if settings.kafka.replication_factor < 0:
+            raise SettingsError("KAFKA_REPLICATION_FACTOR must be 0 (the cluster's) or more")
         if settings.topic_partitions < 0:
             raise SettingsError("KAFKA_TOPIC_PARTITIONS must be 0 (the catalogue's) or more")
         if len(settings.jwt_secret) < 32:
@@ -272,6 +330,38 @@ class Settings:
         if not self.kafka_broker:
             raise SettingsError("KAFKA_BROKER is not set (shopstream run sets it for its children)")
         return self.kafka_broker
+
+
+def _kafka_security(e: Mapping[str, str]) -> KafkaSecurity:
+    d = KafkaSecurity()
+    security = KafkaSecurity(
+        protocol=_str(e, "KAFKA_SECURITY_PROTOCOL", d.protocol).upper(),
+        sasl_mechanism=_str(e, "KAFKA_SASL_MECHANISM", d.sasl_mechanism).upper(),
+        sasl_username=_str(e, "KAFKA_SASL_USERNAME", ""),
+        sasl_password=_str(e, "KAFKA_SASL_PASSWORD", ""),
+        ssl_cafile=_str(e, "KAFKA_SSL_CAFILE", ""),
+        ssl_certfile=_str(e, "KAFKA_SSL_CERTFILE", ""),
+        ssl_keyfile=_str(e, "KAFKA_SSL_KEYFILE", ""),
+    )
+    if security.protocol not in SECURITY_PROTOCOLS:
+        raise SettingsError(
+            f"KAFKA_SECURITY_PROTOCOL must be one of {', '.join(SECURITY_PROTOCOLS)}"
+        )
+    if security.sasl_mechanism not in SASL_MECHANISMS:
+        raise SettingsError(f"KAFKA_SASL_MECHANISM must be one of {', '.join(SASL_MECHANISMS)}")
+    if security.sasl and not (security.sasl_username and security.sasl_password):
+        raise SettingsError(
+            f"KAFKA_SECURITY_PROTOCOL={security.protocol} needs KAFKA_SASL_USERNAME and "
+            "KAFKA_SASL_PASSWORD"
+        )
+    if not security.sasl and (security.sasl_username or security.sasl_password):
+        raise SettingsError("KAFKA_SASL_USERNAME/PASSWORD need KAFKA_SECURITY_PROTOCOL=SASL_…")
+    files = (security.ssl_cafile, security.ssl_certfile, security.ssl_keyfile)
+    if not security.tls and any(files):
+        raise SettingsError("KAFKA_SSL_* files need KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL")
+    if bool(security.ssl_certfile) != bool(security.ssl_keyfile):
+        raise SettingsError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
+    return security
 
 
 def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:

@@ -10,7 +10,7 @@ import pytest
 from tests.e2e.client import bearer, dev_token
 from tests.e2e.platform import Platform, platform_env
 from tests.fake_oauth import FakeProvider, fake_provider
-from tests.infra import shared_tmpdir
+from tests.infra import kafka_env, running_kafka, shared_tmpdir
 
 # Many logins come from one address here; the limits themselves are tested in tests/unit.
 GENEROUS_LIMITS = {
@@ -41,13 +41,24 @@ def admin(platform: Platform) -> dict[str, str]:
     return bearer(dev_token(platform, "admin"))
 
 
+@pytest.fixture(scope="session", params=["tansu", "kafka"])
+def broker(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The broker the platform runs on: the embedded Tansu of `make run`, or a 3-node Apache
+    Kafka cluster (replication 3, min.insync.replicas 2) that `shopstream run` is pointed at."""
+    if request.param == "tansu":
+        yield {}
+        return
+    with running_kafka(3) as cluster:
+        yield kafka_env(cluster)
+
+
 @pytest.fixture(scope="session")
-def platform(oauth_provider: FakeProvider) -> Iterator[Platform]:
+def platform(oauth_provider: FakeProvider, broker: dict[str, str]) -> Iterator[Platform]:
     with shared_tmpdir("shopstream-e2e-") as state_dir:
         env = platform_env(state_dir)
         p = Platform(state_dir, env)
         oauth_provider.redirect_base = p.url
-        env |= oauth_provider.env() | GENEROUS_LIMITS
+        env |= oauth_provider.env() | GENEROUS_LIMITS | broker
         p.start()
         try:
             yield p

@@ -43,7 +43,7 @@ class Platform:
 
     @property
     def kafka(self) -> str:
-        return self.found(r"tansu broker ready on (\S+)")
+        return self.env.get("KAFKA_BROKER") or self.found(r"(?:tansu|kafka) broker ready on (\S+)")
 
     @property
     def postgres_port(self) -> int:

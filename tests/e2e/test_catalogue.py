@@ -18,6 +18,7 @@ from tests.e2e.client import bearer, call, dev_token
 from tests.e2e.platform import Platform
 from tests.helpers import eventually, random_name
 from topics import PRODUCTS_EVENTS
+from topics.admin import partitions_of
 
 pytestmark = pytest.mark.e2e
 
@@ -124,8 +125,7 @@ async def test_a_write_reaches_products_events(
     consumer = AIOKafkaConsumer(bootstrap_servers=platform.kafka, fetch_max_wait_ms=10)
     await consumer.start()
     try:
-        await consumer.topics()  # the topic's partitions as this broker has them
-        partitions = consumer.partitions_for_topic(PRODUCTS_EVENTS.name) or set()
+        partitions = await partitions_of(platform.kafka, PRODUCTS_EVENTS.name)
         assert partitions, "products.events has no partitions"
         tps = [TopicPartition(PRODUCTS_EVENTS.name, p) for p in sorted(partitions)]
         consumer.assign(tps)

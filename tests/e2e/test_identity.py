@@ -17,6 +17,7 @@ from tests.e2e import client
 from tests.e2e.client import bearer
 from tests.e2e.platform import SHOPSTREAM, Platform
 from tests.fake_oauth import FakeProvider
+from topics.admin import partitions_of
 
 pytestmark = pytest.mark.e2e
 
@@ -319,16 +320,7 @@ async def read_all(bootstrap: str, topics: list[str]) -> list[Any]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, fetch_max_wait_ms=10)
     await consumer.start()
     try:
-        tps = [
-            tp
-            for t in topics
-            for tp in [TopicPartition(t, p) for p in consumer.partitions_for_topic(t) or ()]
-        ]
-        if not tps:
-            await consumer.topics()
-            tps = [
-                TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
-            ]
+        tps = [TopicPartition(t, p) for t in topics for p in await partitions_of(bootstrap, t)]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         end = await consumer.end_offsets(tps)

@@ -1,15 +1,20 @@
-"""`shopstream run` stops cleanly on Ctrl-C and keeps its data across a restart."""
+"""`shopstream run` stops cleanly on Ctrl-C and keeps its data across a restart, on Tansu and on
+the Apache Kafka it starts with `--broker kafka` (whose topics outlive it too)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import urllib.request
 
 import pytest
 
+from agents.common.embedded import port_open
 from tests.e2e.platform import SHOPSTREAM, Platform, platform_env
 from tests.infra import shared_tmpdir
+from tests.integration.reliability import read_topic
+from topics import PRODUCTS_EVENTS
 
 pytestmark = pytest.mark.e2e
 
@@ -24,10 +29,18 @@ def _http(method: str, url: str, body: object = None, token: str = "") -> object
         return json.loads(resp.read())
 
 
-def test_data_survives_a_restart_and_nothing_is_left_behind() -> None:
+def _broker_ports(p: Platform) -> list[int]:
+    return [int(a.rsplit(":", 1)[1]) for a in p.kafka.split(",")]
+
+
+# Two starts of a JVM broker: slower than Tansu's.
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("broker", ["tansu", "kafka"])
+def test_data_survives_a_restart_and_nothing_is_left_behind(broker: str) -> None:
     with shared_tmpdir("shopstream-restart-") as state_dir:
         p = Platform(state_dir, platform_env(state_dir))
-        p.start("--no-demo")
+        p.start("--no-demo", "--broker", broker)
+        broker_ports = _broker_ports(p)
         try:
             token = subprocess.run(
                 [SHOPSTREAM, "dev-token"],
@@ -44,11 +57,15 @@ def test_data_survives_a_restart_and_nothing_is_left_behind() -> None:
         finally:
             assert p.stop() == 0
         assert p.listening() == []
+        assert [port for port in broker_ports if port_open(port)] == []
         assert p.leftovers() == []
         assert any("stopped" in line for line in p.lines)
 
-        p.start("--no-demo")
+        p.start("--no-demo", "--broker", broker)
         try:
+            if broker == "kafka":
+                events = asyncio.run(read_topic(p.kafka, PRODUCTS_EVENTS.name))
+                assert any(b"Kept" in (e.value or b"") for e in events)
             got = _http("GET", f"{p.url}/api/v1/products/{created['id']}")
             assert isinstance(got, dict)
             assert got["name"] == "Kept"

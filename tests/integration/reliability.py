@@ -26,7 +26,7 @@ from tests.e2e.platform import SHOPSTREAM
 from tests.helpers import random_name
 from tests.infra import grpc_serving, stop_process
 from topics import reply_topic
-from topics.admin import create_topics, delete_topic
+from topics.admin import create_topics, delete_topic, partitions_of
 from topics.envelope import Headers, Reply
 from topics.products import NewProduct
 
@@ -44,8 +44,7 @@ async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, b
     await consumer.start()
     try:
         async with asyncio.timeout(KAFKA_TIMEOUT_S):
-            await consumer.topics()
-            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
@@ -80,8 +79,7 @@ async def committed_everything(bootstrap: str, group: str, topic: str) -> bool:
     await consumer.start()
     try:
         async with asyncio.timeout(KAFKA_TIMEOUT_S):
-            await consumer.topics()
-            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
             ends = await consumer.end_offsets(tps)
             committed = await admin.list_consumer_group_offsets(group, partitions=tps)
     finally:

@@ -17,7 +17,7 @@ from agents.common import dlq
 from agents.common.embedded import EmbeddedTansu
 from tests.integration.reliability import shopstream
 from topics import INBOUND
-from topics.admin import create_topics
+from topics.admin import create_topics, partitions_of
 from topics.envelope import Headers
 
 BINARY = b"\x00\xffnot json"
@@ -83,8 +83,7 @@ async def _read(bootstrap: str, topic: str) -> list[ConsumerRecord]:
     await consumer.start()
     try:
         async with asyncio.timeout(10):
-            await consumer.topics()
-            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+            tps = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)

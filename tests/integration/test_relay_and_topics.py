@@ -105,7 +105,13 @@ async def test_prune_forgets_only_old_published_events(pool: asyncpg.Pool) -> No
 
 async def test_a_gateway_reply_topic_lives_as_long_as_its_gateway(kafka: EmbeddedTansu) -> None:
     settings = replace(
-        Settings.from_env({"KAFKA_BROKER": kafka.bootstrap, "JWT_SECRET": "j" * 32}),
+        Settings.from_env(
+            {
+                "KAFKA_BROKER": kafka.bootstrap,
+                "JWT_SECRET": "j" * 32,
+                "KAFKA_PRODUCER_IDEMPOTENCE": "0",
+            }
+        ),
         gateway_instance=uuid.uuid4().hex[:8],
     )
     bus = BusClient(settings)

@@ -37,11 +37,13 @@ import pytest
 import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from agents.common.kafka import kafka_version
 from agents.common.settings import (
     ARGON2_MIN_MEMORY_KIB,
     ARGON2_MIN_TIME_COST,
     AuthSettings,
     EdgeSettings,
+    KafkaSecurity,
     Settings,
     SettingsError,
 )
@@ -90,6 +92,8 @@ COMMON_ENV = frozenset(
         "JWT_ISSUER",
         "JWT_AUDIENCE",
         "KAFKA_FETCH_MAX_WAIT_MS",
+        "KAFKA_REPLICATION_FACTOR",
+        "KAFKA_SECURITY_PROTOCOL",
         "LOG_LEVEL",
         "LOG_FORMAT",
         "SHOPSTREAM_STATE_DIR",
@@ -130,8 +134,16 @@ OAUTH_ENDPOINT_ENV = frozenset(
     {f"{p.upper()}_{e}_URL" for p in PROVIDERS for e in ("AUTHORIZE", "TOKEN", "USERINFO")}
     | {"GITHUB_EMAILS_URL"}
 )
+# Kafka credentials: the chart sets them only for the protocol that needs them; docker-compose's
+# own broker is plaintext.
+KAFKA_SASL_ENV = frozenset({"KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME", "KAFKA_SASL_PASSWORD"})
+KAFKA_SSL_ENV = frozenset({"KAFKA_SSL_CAFILE", "KAFKA_SSL_CERTFILE", "KAFKA_SSL_KEYFILE"})
 # Read by Settings but deliberately left to their defaults by both deployments.
 TUNING_ENV = OAUTH_ENDPOINT_ENV | {
+    "KAFKA_PRODUCER_IDEMPOTENCE",
+    # What `shopstream run` starts when KAFKA_BROKER is unset.
+    "SHOPSTREAM_BROKER",
+    "SHOPSTREAM_KAFKA_NODES",
     "KAFKA_SESSION_TIMEOUT_MS",
     "KAFKA_HEARTBEAT_INTERVAL_MS",
     "KAFKA_REBALANCE_TIMEOUT_MS",
@@ -152,7 +164,9 @@ TUNING_ENV = OAUTH_ENDPOINT_ENV | {
     "RATE_LIMIT_MAX_KEYS",
 }
 # Left to the app's defaults by docker-compose only (it is a single-machine development setup).
-COMPOSE_DEFAULT_ENV = AUTH_ENV | RATE_LIMIT_ENV | {"TRUSTED_PROXIES"}
+COMPOSE_DEFAULT_ENV = (
+    AUTH_ENV | RATE_LIMIT_ENV | KAFKA_SASL_ENV | KAFKA_SSL_ENV | {"TRUSTED_PROXIES"}
+)
 # What docker-compose gives each app service, exactly.
 COMPOSE_ENV = {
     "init": COMMON_ENV,
@@ -493,9 +507,7 @@ def test_hook_job_creates_topics_then_migrates(values_name: str) -> None:
     container = only_container(job)
     assert container["command"][:2] == ["sh", "-c"]
     script = " ".join(container["command"][2].split())
-    assert re.fullmatch(
-        r"shopstream topics create( --replication \d+)? && shopstream migrate", script
-    )
+    assert re.fullmatch(r"shopstream topics create && shopstream migrate", script)
     assert pod_spec(job)["restartPolicy"] == "Never"
     # Hooks run before the release's ConfigMap and Secret exist: the job may only use hook
     # resources created before it, or a Secret that exists already.
@@ -568,7 +580,7 @@ def test_existing_secret_ingress_and_overrides(full: list[Manifest]) -> None:
     assert deployments[name("gateway")]["spec"]["replicas"] == 3
     assert deployments[name("orders")]["spec"]["replicas"] == 2
     (job,) = of_kind(full, "Job").values()
-    assert "--replication 3" in only_container(job)["command"][2]
+    assert resolve_env(only_container(job), full)["KAFKA_REPLICATION_FACTOR"] == "3"
     (ingress,) = of_kind(full, "Ingress").values()
     assert ingress["spec"]["ingressClassName"] == "nginx"
     assert ingress["spec"]["tls"] == [
@@ -578,6 +590,167 @@ def test_existing_secret_ingress_and_overrides(full: list[Manifest]) -> None:
     assert rule["host"] == "shop.example.com"
     (path,) = rule["http"]["paths"]
     assert path["backend"]["service"] == {"name": name("gateway"), "port": {"name": "http"}}
+
+
+# --- Kafka: replication and security -------------------------------------------------------------
+
+KAFKA_PASSWORD = "test-only-kafka-sasl-password-0123"
+
+
+def kafka_values(kafka: dict[str, Any], **secrets: str) -> dict[str, Any]:
+    values = load_values("minimal")
+    values["kafka"] = kafka
+    values["secrets"] = {**values["secrets"], **secrets}
+    return values
+
+
+def workloads(docs: list[Manifest]) -> list[Manifest]:
+    return [*of_kind(docs, "Deployment").values(), *of_kind(docs, "Job").values()]
+
+
+def validate_all(docs: list[Manifest]) -> None:
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSIONS[-1], strict=True)
+
+
+def test_kafka_defaults_plaintext_and_the_catalogues_replication(minimal: list[Manifest]) -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["kafka"]["topicReplicationFactor"] == 0, "the catalogue's, capped to the brokers"
+    assert values["kafka"]["security"]["protocol"] == KafkaSecurity().protocol
+    for workload in workloads(minimal):
+        env = resolve_env(only_container(workload), minimal)
+        assert env["KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
+        assert env["KAFKA_REPLICATION_FACTOR"] == "0"
+        assert not set(env) & (KAFKA_SASL_ENV | KAFKA_SSL_ENV)
+        assert {v["name"] for v in pod_spec(workload)["volumes"]} == {"tmp", "state"}
+        settings = Settings.from_env(app_env(env))
+        assert settings.kafka_security == KafkaSecurity()
+        assert settings.kafka.replication_factor == 0
+
+
+def test_kafka_scram_over_tls_with_strimzi_secrets() -> None:
+    """A Strimzi cluster: the KafkaUser's Secret holds the password, the cluster CA its own."""
+    values = kafka_values(
+        {
+            "security": {
+                "protocol": "SASL_SSL",
+                "sasl": {"username": "shopstream", "passwordSecret": {"name": "shopstream"}},
+                "tls": {"caSecret": "my-cluster-cluster-ca-cert"},
+            }
+        }
+    )
+    docs = render(values)
+    validate_all(docs)
+    for workload in workloads(docs):
+        container = only_container(workload)
+        env = resolve_env(container, docs)
+        assert env["KAFKA_SASL_PASSWORD"] == "<secret:shopstream/password>"
+        assert Settings.from_env(app_env(env)).kafka_security == KafkaSecurity(
+            protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-512",
+            sasl_username="shopstream",
+            sasl_password="s" * 48,
+            ssl_cafile="/etc/shopstream/kafka-ca/ca.crt",
+        )
+        volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+        assert volumes["kafka-ca"]["secret"]["secretName"] == "my-cluster-cluster-ca-cert"
+        assert "kafka-client" not in volumes
+        mounts = {m["name"]: m for m in container["volumeMounts"]}
+        assert mounts["kafka-ca"] == {
+            "name": "kafka-ca",
+            "mountPath": "/etc/shopstream/kafka-ca",
+            "readOnly": True,
+        }
+    for secret in of_kind(docs, "Secret").values():
+        assert "KAFKA_SASL_PASSWORD" not in secret["stringData"]
+
+
+def test_kafka_password_in_the_charts_secret() -> None:
+    values = kafka_values(
+        {
+            "security": {
+                "protocol": "SASL_PLAINTEXT",
+                "sasl": {"mechanism": "PLAIN", "username": "u"},
+            }
+        },
+        kafkaSaslPassword=KAFKA_PASSWORD,
+    )
+    docs = render(values)
+    validate_all(docs)
+    secrets = of_kind(docs, "Secret")
+    for secret in (name("secrets"), name("migrate")):
+        assert secrets[secret]["stringData"]["KAFKA_SASL_PASSWORD"] == KAFKA_PASSWORD
+    for workload in workloads(docs):
+        env = resolve_env(only_container(workload), docs)
+        security = Settings.from_env(env).kafka_security
+        assert (security.protocol, security.sasl_mechanism) == ("SASL_PLAINTEXT", "PLAIN")
+        assert (security.sasl_username, security.sasl_password) == ("u", KAFKA_PASSWORD)
+        assert not set(env) & KAFKA_SSL_ENV
+    for doc in docs:
+        if doc["kind"] != "Secret":
+            assert KAFKA_PASSWORD not in json.dumps(doc), doc["metadata"]["name"]
+
+
+def test_kafka_mutual_tls() -> None:
+    values = kafka_values(
+        {
+            "security": {
+                "protocol": "SSL",
+                "tls": {
+                    "clientSecret": "shopstream-tls",
+                    "certKey": "tls.crt",
+                    "keyKey": "tls.key",
+                },
+            }
+        }
+    )
+    docs = render(values)
+    validate_all(docs)
+    for workload in workloads(docs):
+        container = only_container(workload)
+        env = resolve_env(container, docs)
+        security = Settings.from_env(app_env(env)).kafka_security
+        assert security == KafkaSecurity(
+            protocol="SSL",
+            ssl_certfile="/etc/shopstream/kafka-client/tls.crt",
+            ssl_keyfile="/etc/shopstream/kafka-client/tls.key",
+        )
+        assert not set(env) & KAFKA_SASL_ENV
+        volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+        assert volumes["kafka-client"]["secret"] == {
+            "secretName": "shopstream-tls",
+            "defaultMode": 0o440,
+        }
+
+
+@pytest.mark.parametrize(
+    ("kafka", "match"),
+    [
+        ({"security": {"protocol": "TLS"}}, r"protocol"),
+        ({"security": {"protocol": "SASL_SSL", "sasl": {"mechanism": "GSSAPI"}}}, r"mechanism"),
+        ({"security": {"protocol": "SASL_SSL"}}, r"sasl\.username"),
+        ({"security": {"protocol": "SASL_SSL", "sasl": {"username": "u"}}}, r"kafkaSaslPassword"),
+        ({"security": {"tls": {"caSecret": "ca"}}}, r"SSL or SASL_SSL"),
+        ({"security": {"sasl": {"username": "u"}}}, r"SASL_PLAINTEXT or SASL_SSL"),
+        ({"security": {"ssl": {}}}, r"ssl"),
+        ({"topicReplicationFactor": -1}, r"topicReplicationFactor"),
+    ],
+)
+def test_bad_kafka_values_are_rejected(kafka: dict[str, Any], match: str) -> None:
+    with pytest.raises(helm.HelmError, match=match):
+        render(kafka_values(kafka))
+
+
+def test_full_values_reach_kafka_with_scram_over_mutual_tls(full: list[Manifest]) -> None:
+    existing = load_values("full")["secrets"]["existingSecret"]
+    for workload in workloads(full):
+        env = resolve_env(only_container(workload), full)
+        assert env["KAFKA_SASL_PASSWORD"] == f"<secret:{existing}/KAFKA_SASL_PASSWORD>"
+        security = Settings.from_env(app_env(env)).kafka_security
+        assert (security.protocol, security.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+        assert security.ssl_cafile == "/etc/shopstream/kafka-ca/ca.crt"
+        assert security.ssl_certfile == "/etc/shopstream/kafka-client/user.crt"
+        assert security.ssl_keyfile == "/etc/shopstream/kafka-client/user.key"
 
 
 def test_notes() -> None:
@@ -1033,7 +1206,7 @@ def test_compose_services_and_order(compose_model: Manifest) -> None:
     assert set(services) == {"kafka", "postgres", *APP_SERVICES}
 
     kafka = services["kafka"]
-    assert kafka["image"] == "apache/kafka:3.9.0"
+    assert kafka["image"] == f"apache/kafka:{kafka_version()}", "the version the tests run"
     kenv = kafka["environment"]
     assert set(kenv["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     assert kenv["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://kafka:9092"
@@ -1103,6 +1276,8 @@ def test_compose_env(compose_model: Manifest) -> None:
         assert env["LISTEN_HOST"] == "0.0.0.0"
         assert env["KAFKA_BROKER"] == "kafka:9092"
         assert env["KAFKA_FETCH_MAX_WAIT_MS"] == "100"
+        assert env["KAFKA_REPLICATION_FACTOR"] == "1", "one broker"
+        assert env["KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
         assert env["LOG_FORMAT"] == "json"
         assert env["SHOPSTREAM_STATE_DIR"] == STATE_DIR
         assert env["GATEWAY_PORT"] == "8080"

@@ -81,12 +81,60 @@ provider lacks its redirect URL or client secret. */}}
 {{- end }}
 {{- $_ := required "set secrets.databaseUrl (postgresql://user:password@host:5432/db) or secrets.existingSecret" .Values.secrets.databaseUrl }}
 {{- end }}
+{{- include "shopstream.checkKafkaSecurity" . }}
 {{- range $p := include "shopstream.enabledProviders" . | splitList " " | compact }}
 {{- $_ := required (printf "oauth.%s.clientId is set: set oauth.%s.redirectUrl too (https://<host>/api/v1/oauth/%s/callback)" $p $p $p) (index $.Values.oauth $p).redirectUrl }}
 {{- if not $.Values.secrets.existingSecret }}
 {{- $_ := required (printf "oauth.%s.clientId is set: set secrets.oauth.%s.clientSecret too (or secrets.existingSecret)" $p $p) (index $.Values.secrets.oauth $p).clientSecret }}
 {{- end }}
 {{- end }}
+{{- end }}
+
+{{/* Kafka security: SASL needs a user and a password; TLS files only with a TLS protocol. */}}
+{{- define "shopstream.checkKafkaSecurity" -}}
+{{- $sec := .Values.kafka.security }}
+{{- if include "shopstream.kafkaSasl" . }}
+{{- $_ := required (printf "kafka.security.protocol is %s: set kafka.security.sasl.username" $sec.protocol) $sec.sasl.username }}
+{{- if not (or $sec.sasl.passwordSecret.name .Values.secrets.existingSecret) }}
+{{- $_ := required "set secrets.kafkaSaslPassword, kafka.security.sasl.passwordSecret.name or secrets.existingSecret" .Values.secrets.kafkaSaslPassword }}
+{{- end }}
+{{- else if or $sec.sasl.username $sec.sasl.passwordSecret.name }}
+{{- fail "kafka.security.sasl is set: set kafka.security.protocol to SASL_PLAINTEXT or SASL_SSL" }}
+{{- end }}
+{{- if and (not (include "shopstream.kafkaTls" .)) (or $sec.tls.caSecret $sec.tls.clientSecret) }}
+{{- fail "kafka.security.tls is set: set kafka.security.protocol to SSL or SASL_SSL" }}
+{{- end }}
+{{- end }}
+
+{{- define "shopstream.kafkaSasl" -}}
+{{- if hasPrefix "SASL_" .Values.kafka.security.protocol }}true{{ end }}
+{{- end }}
+
+{{- define "shopstream.kafkaTls" -}}
+{{- if hasSuffix "SSL" .Values.kafka.security.protocol }}true{{ end }}
+{{- end }}
+
+{{/* KAFKA_SASL_PASSWORD from kafka.security.sasl.passwordSecret, else from the Secret named
+`secret` (the release's, or the hook's). Call with (dict "root" $ "secret" <name>). */}}
+{{- define "shopstream.kafkaPasswordEnv" -}}
+{{- if include "shopstream.kafkaSasl" .root }}
+{{- $ref := .root.Values.kafka.security.sasl.passwordSecret }}
+- name: KAFKA_SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      {{- if $ref.name }}
+      name: {{ $ref.name }}
+      key: {{ $ref.key }}
+      {{- else }}
+      name: {{ .secret }}
+      key: {{ .root.Values.secrets.keys.kafkaSaslPassword }}
+      {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Whether the release's own Secret holds KAFKA_SASL_PASSWORD. */}}
+{{- define "shopstream.ownsKafkaPassword" -}}
+{{- if and (include "shopstream.kafkaSasl" .) (not .Values.kafka.security.sasl.passwordSecret.name) }}true{{ end }}
 {{- end }}
 
 {{/* The OAuth providers the app knows, and those enabled here (their clientId is set). */}}
@@ -109,6 +157,9 @@ enabled OAuth provider. */}}
 {{- define "shopstream.secretData" -}}
 {{ .Values.secrets.keys.jwtSecret }}: {{ .Values.secrets.jwtSecret | quote }}
 {{ .Values.secrets.keys.databaseUrl }}: {{ .Values.secrets.databaseUrl | quote }}
+{{- if include "shopstream.ownsKafkaPassword" . }}
+{{ .Values.secrets.keys.kafkaSaslPassword }}: {{ .Values.secrets.kafkaSaslPassword | quote }}
+{{- end }}
 {{- range $p := include "shopstream.enabledProviders" . | splitList " " | compact }}
 {{ (index $.Values.secrets.keys.oauth $p).clientSecret }}: {{ (index $.Values.secrets.oauth $p).clientSecret | quote }}
 {{- end }}
@@ -119,6 +170,23 @@ enabled OAuth provider. */}}
 {{- $root := . -}}
 KAFKA_BROKER: {{ include "shopstream.kafkaBrokers" . | quote }}
 KAFKA_FETCH_MAX_WAIT_MS: {{ .Values.kafka.fetchMaxWaitMs | toString | quote }}
+KAFKA_REPLICATION_FACTOR: {{ .Values.kafka.topicReplicationFactor | int64 | toString | quote }}
+KAFKA_SECURITY_PROTOCOL: {{ .Values.kafka.security.protocol | quote }}
+{{- if include "shopstream.kafkaSasl" . }}
+KAFKA_SASL_MECHANISM: {{ .Values.kafka.security.sasl.mechanism | quote }}
+KAFKA_SASL_USERNAME: {{ .Values.kafka.security.sasl.username | quote }}
+{{- end }}
+{{- if include "shopstream.kafkaTls" . }}
+{{- with .Values.kafka.security.tls }}
+{{- if .caSecret }}
+KAFKA_SSL_CAFILE: {{ printf "/etc/shopstream/kafka-ca/%s" .caKey | quote }}
+{{- end }}
+{{- if .clientSecret }}
+KAFKA_SSL_CERTFILE: {{ printf "/etc/shopstream/kafka-client/%s" .certKey | quote }}
+KAFKA_SSL_KEYFILE: {{ printf "/etc/shopstream/kafka-client/%s" .keyKey | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 LISTEN_HOST: {{ .Values.config.listenHost | quote }}
 GATEWAY_PORT: {{ .Values.gateway.port | toString | quote }}
 {{- range $domain := splitList " " (include "shopstream.domains" .) }}
@@ -147,6 +215,7 @@ HOME: "/tmp"
     secretKeyRef:
       name: {{ include "shopstream.secretName" . }}
       key: {{ .Values.secrets.keys.databaseUrl }}
+{{- include "shopstream.kafkaPasswordEnv" (dict "root" . "secret" (include "shopstream.secretName" .)) }}
 {{- end }}
 
 {{/* CORS_ORIGINS as one comma-separated string: gateway.cors.origins, or when that is empty and
@@ -244,6 +313,20 @@ volumes:
   - name: state
     emptyDir:
       sizeLimit: {{ $root.Values.scratch.stateSizeLimit }}
+{{- if include "shopstream.kafkaTls" $root }}
+{{- with $root.Values.kafka.security.tls.caSecret }}
+  - name: kafka-ca
+    secret:
+      secretName: {{ . }}
+      defaultMode: 0440
+{{- end }}
+{{- with $root.Values.kafka.security.tls.clientSecret }}
+  - name: kafka-client
+    secret:
+      secretName: {{ . }}
+      defaultMode: 0440
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Container-level settings shared by every container. */}}
@@ -257,6 +340,18 @@ volumeMounts:
     mountPath: /tmp
   - name: state
     mountPath: {{ .Values.config.stateDir }}
+{{- if include "shopstream.kafkaTls" . }}
+{{- if .Values.kafka.security.tls.caSecret }}
+  - name: kafka-ca
+    mountPath: /etc/shopstream/kafka-ca
+    readOnly: true
+{{- end }}
+{{- if .Values.kafka.security.tls.clientSecret }}
+  - name: kafka-client
+    mountPath: /etc/shopstream/kafka-client
+    readOnly: true
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* Rolls the pods when the configuration or the chart's Secret changes. */}}
