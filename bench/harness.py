@@ -89,9 +89,36 @@ def shopstream_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "agents.cli"]
 
 
-def platform_env(state_dir: Path) -> dict[str, str]:
-    """The environment of `shopstream run`: every port random, embedded Postgres and Tansu."""
+BROKERS = ("tansu", "kafka")
+# What `shopstream run` gives its processes on Apache Kafka unless set (agents/supervisor.py):
+# the clients this script builds itself get the same.
+KAFKA_CLIENT_DEFAULTS = {
+    "KAFKA_FETCH_MAX_WAIT_MS": "500",
+    "KAFKA_IDLE_FETCH_MAX_WAIT_MS": "500",
+    "KAFKA_BACKGROUND_FETCH_MAX_WAIT_MS": "500",
+}
+
+
+def platform_env(state_dir: Path, broker: str | None = None) -> dict[str, str]:
+    """The environment of `shopstream run`: every port random, embedded Postgres, and the
+    embedded broker `broker` (`tansu` or `kafka`: Apache Kafka, 1 node unless
+    SHOPSTREAM_KAFKA_NODES says otherwise; None: SHOPSTREAM_BROKER's, Tansu by default).
+
+    It is also the environment of the Settings the benchmarks build themselves (a BusClient):
+    Tansu has no idempotent producers, so KAFKA_PRODUCER_IDEMPOTENCE is false there, as the
+    supervisor sets it for its own processes."""
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "KAFKA_BROKER")}
+    if broker is not None:
+        env["SHOPSTREAM_BROKER"] = broker
+    chosen = env.get("SHOPSTREAM_BROKER", "").strip().lower() or "tansu"
+    if chosen not in BROKERS:
+        raise BenchError(f"SHOPSTREAM_BROKER must be one of {', '.join(BROKERS)}, not {chosen!r}")
+    if chosen == "kafka":
+        for name, value in KAFKA_CLIENT_DEFAULTS.items():
+            env.setdefault(name, value)
+        env.setdefault("KAFKA_PRODUCER_IDEMPOTENCE", "true")
+    else:
+        env["KAFKA_PRODUCER_IDEMPOTENCE"] = "false"
     gateway, *services = free_ports(1 + len(SERVICE_ADDRS))
     env.update(
         {name: f"127.0.0.1:{port}" for name, port in zip(SERVICE_ADDRS, services, strict=True)}
@@ -148,6 +175,8 @@ def process_label(pid: int) -> str:
         return "postgres"
     if "tansu" in Path(args[0]).name:
         return "tansu"
+    if Path(args[0]).name == "java" and "kafka.Kafka" in args:
+        return "kafka"
     if "-m" in args[:-1]:
         return args[args.index("-m") + 1]
     if len(args) > 1 and Path(args[1]).name == "shopstream":
@@ -288,7 +317,7 @@ class Child:
 
 MILESTONES = (
     ("postgres", re.compile(r"^shopstream \| postgres ready on 127\.0\.0\.1:(\d+)")),
-    ("tansu", re.compile(r"^shopstream \| tansu broker ready on (\S+)")),
+    ("broker", re.compile(r"^shopstream \| (tansu|kafka) broker ready on (\S+)")),
     ("topics", re.compile(r"^shopstream \| topics ready")),
     ("migrations", re.compile(r"^shopstream \| migrations applied")),
     ("workers", re.compile(r"^shopstream \| (?:users|products|orders|payments) ready in")),
@@ -304,13 +333,17 @@ class Platform:
     happens in between.
     """
 
-    def __init__(self, state_dir: Path, *, start_timeout: float = 180.0) -> None:
+    def __init__(
+        self, state_dir: Path, *, start_timeout: float = 180.0, broker: str | None = None
+    ) -> None:
         self.state_dir = state_dir
-        self.env = platform_env(state_dir)
+        self.env = platform_env(state_dir, broker)
         self.start_timeout = start_timeout
         self.gateway_url = f"http://127.0.0.1:{self.env['GATEWAY_PORT']}"
         self.postgres_port: int | None = None
         self.kafka: str | None = None
+        # The broker of the ready line: "tansu" or "kafka" (Apache Kafka).
+        self.broker: str | None = None
         # Seconds after spawn at which each milestone line was read (the last one for workers).
         self.milestones: dict[str, float] = {}
         self._ready = asyncio.Event()
@@ -330,8 +363,8 @@ class Platform:
             self.milestones[name] = at - self.child.started_at
             if name == "postgres":
                 self.postgres_port = int(m.group(1))
-            elif name == "tansu":
-                self.kafka = m.group(1)
+            elif name == "broker":
+                self.broker, self.kafka = m.group(1), m.group(2)
             elif name == "ready":
                 self._ready.set()
 
@@ -610,7 +643,8 @@ class Machine:
                 f"→ {self.load_after} |",
                 f"| Python | {host.python_version()} |",
                 f"| Commit | {_git_revision()} |",
-                f"| Kafka tuning | fetch max wait {tuning.fetch_max_wait_ms} ms, session timeout "
+                "| Kafka client tuning (defaults) | fetch max wait "
+                f"{tuning.fetch_max_wait_ms} ms, session timeout "
                 f"{tuning.session_timeout_ms / 1000:g} s, heartbeat "
                 f"{tuning.heartbeat_interval_ms / 1000:g} s, rebalance timeout "
                 f"{tuning.rebalance_timeout_ms / 1000:g} s |",

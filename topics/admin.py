@@ -3,6 +3,7 @@ configs of the topics that exist already in line."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -94,9 +95,27 @@ async def ensure_topics(
         present = [t for t in topics if t.name not in report.created]
         if present:
             await _align(admin, present, factors, report)
+        if report.created:
+            await _until_led(admin, report.created)
         return report
     finally:
         await admin.close()
+
+
+async def _until_led(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 30.0) -> None:
+    """Until every partition of new topics has a leader: Apache Kafka answers a creation before
+    its brokers know the topic, and a client that used it at once would fail until they do."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            described = await admin.describe_topics(names)
+            if all(
+                t["error_code"] == 0
+                and t["partitions"]
+                and all(p["leader"] >= 0 for p in t["partitions"])
+                for t in described
+            ):
+                return
+            await asyncio.sleep(0.05)
 
 
 async def _create(admin: AIOKafkaAdminClient, new: list[NewTopic]) -> list[str]:
