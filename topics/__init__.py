@@ -25,8 +25,6 @@ class Topic:
     # Compacted: the newest message of each key is kept for good (state, e.g. a table's changelog);
     # otherwise a message is deleted once it is older than `retention_ms`.
     compacted: bool = False
-    # A compacted topic whose keys are time windows: also deleted once older than retention_ms.
-    windowed: bool = False
     public: bool = field(default=True)
     retention_ms: int = 7 * DAY_MS
     # Copies of each partition, and how many must hold a write before it is acknowledged
@@ -56,9 +54,7 @@ class Topic:
         """The topic-level configs on a cluster where the topic has `replication` replicas:
         `min.insync.replicas` stays below it, so one broker may be down (or the only one up)."""
         configs = {"min.insync.replicas": str(max(1, min(self.min_insync, replication - 1)))}
-        if self.compacted and self.windowed:
-            configs |= {"cleanup.policy": "compact,delete", "retention.ms": str(self.retention_ms)}
-        elif self.compacted:
+        if self.compacted:
             configs["cleanup.policy"] = "compact"
         else:
             configs |= {"cleanup.policy": "delete", "retention.ms": str(self.retention_ms)}
@@ -139,9 +135,6 @@ PRODUCTS_UNITS_SOLD_CHANGELOG = Topic(
     key="[product id, [hour start, hour end]] (JSON)",
     summary="Units sold per product per hour (best sellers), from OrderPaid on orders.events.",
     compacted=True,
-    # The windows are kept 2 h in the worker; a day covers any restore.
-    windowed=True,
-    retention_ms=DAY_MS,
     public=False,
 )
 PRODUCTS_UNITS_SOLD_ORDERS_CHANGELOG = Topic(
@@ -150,9 +143,6 @@ PRODUCTS_UNITS_SOLD_ORDERS_CHANGELOG = Topic(
     key="[order id, [hour start, hour end]] (JSON)",
     summary="The orders counted in units-sold, so that a redelivered OrderPaid counts once.",
     compacted=True,
-    # The windows are kept 2 h in the worker; a day covers any restore.
-    windowed=True,
-    retention_ms=DAY_MS,
     public=False,
 )
 CHANGELOGS: tuple[Topic, ...] = (
