@@ -119,38 +119,6 @@ PAYMENTS_EVENTS = Topic(
     messages=payments.EVENTS,
 )
 
-# The changelogs of the Faust tables, `<app id>-<table>-changelog`: the workers do not declare
-# topics, so they are created with the rest. Faust co-partitions a table with its stream.
-PAYMENTS_DEADLINES_CHANGELOG = Topic(
-    name="shopstream-payments-deadlines-changelog",
-    partitions=PAYMENTS_EVENTS.partitions,
-    key="the payment id (JSON)",
-    summary="The payments worker's table of pending payments' deadlines, from payments.events.",
-    compacted=True,
-    public=False,
-)
-PRODUCTS_UNITS_SOLD_CHANGELOG = Topic(
-    name="shopstream-products-units-sold-changelog",
-    partitions=ORDERS_EVENTS.partitions,
-    key="[product id, [hour start, hour end]] (JSON)",
-    summary="Units sold per product per hour (best sellers), from OrderPaid on orders.events.",
-    compacted=True,
-    public=False,
-)
-PRODUCTS_UNITS_SOLD_ORDERS_CHANGELOG = Topic(
-    name="shopstream-products-units-sold-orders-changelog",
-    partitions=ORDERS_EVENTS.partitions,
-    key="[order id, [hour start, hour end]] (JSON)",
-    summary="The orders counted in units-sold, so that a redelivered OrderPaid counts once.",
-    compacted=True,
-    public=False,
-)
-CHANGELOGS: tuple[Topic, ...] = (
-    PAYMENTS_DEADLINES_CHANGELOG,
-    PRODUCTS_UNITS_SOLD_CHANGELOG,
-    PRODUCTS_UNITS_SOLD_ORDERS_CHANGELOG,
-)
-
 CATALOGUE: tuple[Topic, ...] = (
     PRODUCTS_COMMANDS,
     PRODUCTS_EVENTS,
@@ -176,7 +144,6 @@ def all_topics(partitions: int = 0) -> list[Topic]:
     goes to `<name>.dlq` with the reason. `partitions` overrides the catalogue's counts (0: keep
     them): one worker per domain on a laptop gains nothing from more than one."""
     topics = [replace(t, partitions=partitions or t.partitions) for t in CATALOGUE]
-    topics += [replace(t, partitions=partitions or t.partitions) for t in CHANGELOGS]
     return topics + [t.dead_letters() for t in CATALOGUE]
 
 

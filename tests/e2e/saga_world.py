@@ -28,12 +28,21 @@ import asyncpg
 
 from agents.common import tokens
 from agents.common.embedded import EmbeddedPostgres, EmbeddedTansu, free_port, port_open
+from agents.common.kafka import KafkaCluster
 from agents.common.migrate import migrate
 from agents.common.settings import Settings
 from tests.helpers import eventually
-from tests.infra import base_env, grpc_serving, running_postgres, running_tansu, shared_tmpdir
-from topics import all_topic_names
-from topics.admin import create_topics
+from tests.infra import (
+    base_env,
+    grpc_serving,
+    kafka_env,
+    running_kafka,
+    running_postgres,
+    running_tansu,
+    shared_tmpdir,
+)
+from topics import all_topics
+from topics.admin import ensure_topics
 
 DOMAINS = ("users", "products", "orders", "payments")
 PRODUCTS = {"cheap": (250, "2.00"), "mid": (200, "7.50"), "rare": (30, "99.00")}
@@ -114,7 +123,7 @@ class Proc:
 class World:
     env: dict[str, str]
     pg: EmbeddedPostgres
-    kafka: EmbeddedTansu
+    kafka: EmbeddedTansu | KafkaCluster
     procs: dict[str, Proc] = field(default_factory=dict)
     # Gateway name -> its base URL; the first one is `url`.
     urls: dict[str, str] = field(default_factory=dict)
@@ -149,6 +158,14 @@ def _wait_serving(addr: str, proc: Proc, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
+def start_workers(world: World) -> None:
+    """Start the stopped workers again; return once each is serving."""
+    for p in world.workers:
+        p.start()
+    for p in world.workers:
+        _wait_serving(world.grpc_addr(p.name), p)
+
+
 def _leftovers(marks: Sequence[bytes]) -> list[str]:
     """Processes whose command line or environment names one of `marks`."""
     found = []
@@ -178,18 +195,36 @@ def _keep_logs(tmp: Path, pg: EmbeddedPostgres) -> None:
 
 
 @contextlib.contextmanager
+def running_broker(broker: str) -> Iterator[EmbeddedTansu | KafkaCluster]:
+    """ "tansu": the embedded broker; "kafka": a 3-node Apache Kafka cluster of its own."""
+    if broker == "kafka":
+        with running_kafka(3) as cluster:
+            yield cluster
+    else:
+        with running_tansu() as tansu:
+            yield tansu
+
+
+@contextlib.contextmanager
 def running_world(
-    prefix: str, *, gateways: Sequence[str] = ("gateway",), env: dict[str, str] | None = None
+    prefix: str,
+    *,
+    gateways: Sequence[str] = ("gateway",),
+    env: dict[str, str] | None = None,
+    broker: str = "tansu",
 ) -> Iterator[World]:
-    """PostgreSQL, Tansu, the four workers and the gateways, each ready; all stopped after.
+    """PostgreSQL, a broker, the four workers and the gateways, each ready; all stopped after.
 
     Each gateway has its own port and instance name (so its own reply topic)."""
     marks: list[bytes] = []
-    with running_postgres() as pg, running_tansu() as kafka, shared_tmpdir(prefix) as tmp:
+    with running_postgres() as pg, running_broker(broker) as kafka, shared_tmpdir(prefix) as tmp:
         marks = [str(tmp).encode(), str(pg.data_dir).encode(), kafka.bootstrap.encode()]
         asyncio.run(migrate(pg.dsn))
-        asyncio.run(create_topics(kafka.bootstrap, all_topic_names()))
-        common = base_env(pg.dsn, kafka.bootstrap, tmp) | (env or {})
+        asyncio.run(ensure_topics(kafka.bootstrap, all_topics()))
+        common = base_env(pg.dsn, kafka.bootstrap, tmp)
+        if isinstance(kafka, KafkaCluster):
+            common |= kafka_env(kafka)
+        common |= env or {}
         w = World(common, pg, kafka)
         for name in DOMAINS:
             w.procs[name] = Proc(name, f"agents.{name}", common, tmp / f"{name}.log")
@@ -221,9 +256,13 @@ def running_world(
 
 
 @contextlib.asynccontextmanager
-async def http_client() -> AsyncIterator[aiohttp.ClientSession]:
+async def http_client(
+    trace_configs: Sequence[aiohttp.TraceConfig] = (),
+) -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(
-        timeout=aiohttp.ClientTimeout(total=10), connector=aiohttp.TCPConnector(limit=100)
+        timeout=aiohttp.ClientTimeout(total=10),
+        connector=aiohttp.TCPConnector(limit=100),
+        trace_configs=list(trace_configs),
     ) as s:
         yield s
 

@@ -4,7 +4,8 @@ The processes run one by one (tests/e2e/saga_world.py); a killer SIGKILLs the ga
 random saga worker (its outbox publisher and sweeper with it) the other times, every few seconds,
 and starts it again, while buyers place and pay
 orders, retrying with their Idempotency-Key as a real client would. After quiescence the
-invariants of DESIGN.md are checked in PostgreSQL.
+invariants of DESIGN.md are checked in PostgreSQL. It runs on Tansu and on a 3-node Apache
+Kafka cluster.
 """
 
 from __future__ import annotations
@@ -41,12 +42,9 @@ KILL_EVERY_S = 4.0
 KILLS = 6
 
 
-@pytest.fixture(scope="module")
-def world() -> Iterator[World]:
-    with running_world(
-        "crash-",
-        env=BUYERS_ENV,
-    ) as w:
+@pytest.fixture(scope="module", params=["tansu", "kafka"])
+def world(request: pytest.FixtureRequest) -> Iterator[World]:
+    with running_world("crash-", env=BUYERS_ENV, broker=request.param) as w:
         yield w
 
 
