@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from agents.common.kafka_auth import client_options
 from agents.common.settings import Settings
@@ -146,14 +146,22 @@ class BusClient:
             (Headers.CORRELATION_ID, correlation_id.encode()),
             *headers,
         ]
+        deadline = asyncio.get_running_loop().time() + (timeout or self._settings.request_timeout_s)
         try:
-            async with asyncio.timeout(timeout or self._settings.request_timeout_s):
-                await self._producer.send_and_wait(
-                    topic, value, key=key.encode(), headers=all_headers
-                )
-                return await fut
-        except TimeoutError:
-            raise BusTimeout(f"no reply from {topic} in time") from None
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await self._producer.send_and_wait(
+                        topic, value, key=key.encode(), headers=all_headers
+                    )
+            except TimeoutError:
+                # Not acknowledged by the broker (a leader gone, say): the caller must not be
+                # told that the request was accepted; it may send it again with the same key.
+                raise KafkaTimeoutError(f"{topic} did not take the request in time") from None
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await fut
+            except TimeoutError:
+                raise BusTimeout(f"no reply from {topic} in time") from None
         finally:
             self._pending.pop(correlation_id, None)
             self._poll_replies()
