@@ -28,6 +28,20 @@ async def read_body(request: web.Request, model: type[M]) -> M:
         ) from None
 
 
+def read_query(request: web.Request, model: type[M]) -> M:
+    """The query string as `model`; an empty parameter counts as left out, a repeated one as
+    its first value."""
+    data = {k: request.query.get(k) for k in request.query if request.query.get(k) != ""}
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        errors = [FieldError(path=f"query.{fe.path}", message=fe.message) for fe in field_errors(e)]
+        names = ", ".join(sorted({fe.path.removeprefix("query.") for fe in errors}))
+        raise Problem(
+            422, f"invalid query parameter(s): {names}", code="invalid", errors=errors
+        ) from None
+
+
 def int_query(
     request: web.Request,
     name: str,

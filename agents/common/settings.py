@@ -149,7 +149,18 @@ class OAuthProvider:
 
     @property
     def configured(self) -> bool:
-        return bool(self.client_id and self.client_secret and self.redirect_url)
+        return not self.missing_settings
+
+    @property
+    def missing_settings(self) -> list[str]:
+        """The environment variables still to set before this login works."""
+        prefix = self.name.upper()
+        given = {
+            "CLIENT_ID": self.client_id,
+            "CLIENT_SECRET": self.client_secret,
+            "REDIRECT_URL": self.redirect_url,
+        }
+        return [f"{prefix}_{name}" for name, value in given.items() if not value]
 
 
 PROVIDERS: dict[str, OAuthProvider] = {

@@ -160,7 +160,7 @@ class IdentityService:
         if provider is None:
             raise UnknownProvider(name)
         if not provider.configured:
-            raise ProviderNotConfigured(name)
+            raise ProviderNotConfigured(name, provider.missing_settings)
         return provider
 
     async def oauth_start(self, provider_name: str) -> str:

@@ -11,11 +11,19 @@ from typing import Annotated, Any
 from aiohttp import web
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from gateway.api import Operation, PathParam, Response, add_operations
 from gateway.auth import bearer, require_role, unauthorized
 from gateway.keys import GRPC, IDENTITY
 from gateway.problems import Problem
-from gateway.routes import grpc_options, iso_time
-from gateway.validation import read_body
+from gateway.routes import grpc_options, iso_time, json_response
+from gateway.schemas import (
+    AuthorizationURL,
+    Message,
+    Registered,
+    TokenResponse,
+    User,
+)
+from gateway.validation import read_body, read_query
 from protos import users_pb2
 
 PROVIDERS = ("google", "facebook", "github")
@@ -54,18 +62,26 @@ class RefreshBody(_Body):
     refresh_token: str | None = None
 
 
-def token_json(t: users_pb2.TokenResponse) -> dict[str, Any]:
-    return {
-        "message": "success",
-        "token": t.token,
-        "expired_at": iso_time(t.expired_at),
-        "refresh_token": t.refresh_token,
-        "refresh_token_expired_at": iso_time(t.refresh_token_expired_at),
-        "role": t.role,
-    }
+class CallbackQuery(_Body):
+    code: Annotated[str, Field(description="required unless `error` is given")] | None = None
+    state: Annotated[str, Field(description="required unless `error` is given")] | None = None
+    error: Annotated[str, Field(description="the provider refused the login")] | None = None
 
 
-def user_json(u: users_pb2.User) -> dict[str, Any]:
+def token_json(t: users_pb2.TokenResponse) -> TokenResponse:
+    return TokenResponse.model_validate(
+        {
+            "message": "success",
+            "token": t.token,
+            "expired_at": iso_time(t.expired_at),
+            "refresh_token": t.refresh_token,
+            "refresh_token_expired_at": iso_time(t.refresh_token_expired_at),
+            "role": t.role,
+        }
+    )
+
+
+def user_json(u: users_pb2.User) -> User:
     out: dict[str, Any] = {
         "id": u.id,
         "full_name": u.full_name,
@@ -76,7 +92,7 @@ def user_json(u: users_pb2.User) -> dict[str, Any]:
     }
     if u.provider:
         out |= {"provider": u.provider, "provider_id": u.provider_id}
-    return out
+    return User.model_validate(out)
 
 
 async def register(request: web.Request) -> web.Response:
@@ -87,7 +103,7 @@ async def register(request: web.Request) -> web.Response:
         ),
         **grpc_options(request),
     )
-    return web.json_response({"message": "success", "user": user_json(user)}, status=201)
+    return json_response(Registered(message="success", user=user_json(user)), status=201)
 
 
 async def login(request: web.Request) -> web.Response:
@@ -95,7 +111,7 @@ async def login(request: web.Request) -> web.Response:
     reply = await request.app[GRPC].users.Login(
         users_pb2.LoginRequest(email=body.email, password=body.password), **grpc_options(request)
     )
-    return web.json_response(token_json(reply))
+    return json_response(token_json(reply))
 
 
 async def _refresh_token_of(request: web.Request) -> str:
@@ -114,7 +130,7 @@ async def refresh(request: web.Request) -> web.Response:
     reply = await request.app[GRPC].users.Refresh(
         users_pb2.RefreshRequest(refresh_token=token), **grpc_options(request)
     )
-    return web.json_response(token_json(reply))
+    return json_response(token_json(reply))
 
 
 async def logout(request: web.Request) -> web.Response:
@@ -122,7 +138,7 @@ async def logout(request: web.Request) -> web.Response:
     await request.app[GRPC].users.Logout(
         users_pb2.RefreshRequest(refresh_token=token), **grpc_options(request)
     )
-    return web.json_response({"message": "success"})
+    return json_response(Message(message="success"))
 
 
 def _provider(request: web.Request) -> str:
@@ -132,20 +148,31 @@ def _provider(request: web.Request) -> str:
     return provider
 
 
+def _wants_html(request: web.Request) -> bool:
+    """A browser's navigation (its Accept names text/html), not a script's fetch."""
+    accept = request.headers.get("Accept", "")
+    return any(part.split(";")[0].strip() == "text/html" for part in accept.split(","))
+
+
 async def oauth_url(request: web.Request) -> web.Response:
+    """A browser is sent to the provider (302), as the seed's storefront expects; any other
+    client gets the URL to go to."""
     reply = await request.app[GRPC].users.OAuthStart(
         users_pb2.OAuthStartRequest(provider=_provider(request)), **grpc_options(request)
     )
-    return web.json_response({"url": reply.url})
+    if _wants_html(request):
+        return web.Response(
+            status=302, headers={"Location": reply.url, "Cache-Control": "no-store"}
+        )
+    return json_response(AuthorizationURL(url=reply.url))
 
 
 async def oauth_callback(request: web.Request) -> web.Response:
     provider = _provider(request)
-    if request.query.get("error"):
-        raise Problem(
-            401, f"{provider} refused the login: {request.query['error']}", code="unauthorized"
-        )
-    code, state = request.query.get("code", ""), request.query.get("state", "")
+    query = read_query(request, CallbackQuery)
+    if query.error:
+        raise Problem(401, f"{provider} refused the login: {query.error}", code="unauthorized")
+    code, state = query.code or "", query.state or ""
     if not code:
         raise Problem(400, "the code query parameter is missing", code="bad_request")
     if not state:
@@ -154,7 +181,7 @@ async def oauth_callback(request: web.Request) -> web.Response:
         users_pb2.OAuthCallbackRequest(provider=provider, code=code, state=state),
         **grpc_options(request),
     )
-    return web.json_response(token_json(reply))
+    return json_response(token_json(reply))
 
 
 @require_role("user", "admin")
@@ -165,15 +192,99 @@ async def me(request: web.Request) -> web.Response:
     user = await request.app[GRPC].users.GetUserByID(
         users_pb2.GetUserRequest(id=int(user_id)), **grpc_options(request)
     )
-    return web.json_response(user_json(user))
+    return json_response(user_json(user))
+
+
+PROVIDER = PathParam("provider", {"enum": list(PROVIDERS)})
+TOKENS = {200: Response("tokens", TokenResponse)}
+AUTH_ERRORS = (400, 401, 413, 422, 429, 503, 504)
+
+OPERATIONS = (
+    Operation(
+        "POST",
+        "/api/v1/auth/register",
+        register,
+        "Create an account",
+        {201: Response("created", Registered)},
+        (400, 409, 413, 422, 429, 503, 504),
+        body=RegisterBody,
+    ),
+    Operation(
+        "POST",
+        "/api/v1/auth/login",
+        login,
+        "Log in with email and password",
+        TOKENS,
+        AUTH_ERRORS,
+        body=LoginBody,
+    ),
+    Operation(
+        "GET",
+        "/api/v1/auth/refresh-token",
+        refresh,
+        "Rotate the refresh token sent as Bearer (seed)",
+        TOKENS,
+        (401, 429, 503, 504),
+        secured=True,
+    ),
+    Operation(
+        "POST",
+        "/api/v1/auth/refresh",
+        refresh,
+        "Rotate a refresh token (Bearer or body)",
+        TOKENS,
+        AUTH_ERRORS,
+        body=RefreshBody,
+        body_required=False,
+    ),
+    Operation(
+        "POST",
+        "/api/v1/auth/logout",
+        logout,
+        "Revoke a refresh token's family",
+        {200: Response("logged out", Message)},
+        AUTH_ERRORS,
+        body=RefreshBody,
+        body_required=False,
+    ),
+    Operation(
+        "GET",
+        "/api/v1/auth/{provider}",
+        oauth_url,
+        "Start an OAuth login (state + PKCE S256): a browser (`Accept: text/html`) is "
+        "redirected to the provider, any other client gets the URL",
+        {
+            200: Response("the provider's authorization URL", AuthorizationURL),
+            302: Response(
+                "to the provider's authorization URL",
+                media_type="",
+                headers={"Location": "the provider's authorization URL"},
+            ),
+        },
+        (404, 429, 503, 504),
+        path_params=(PROVIDER,),
+    ),
+    Operation(
+        "GET",
+        "/api/v1/oauth/{provider}/callback",
+        oauth_callback,
+        "Finish an OAuth login",
+        TOKENS,
+        (400, 401, 404, 422, 429, 503, 504),
+        query=CallbackQuery,
+        path_params=(PROVIDER,),
+    ),
+    Operation(
+        "GET",
+        "/api/v1/users/me",
+        me,
+        "The caller's account",
+        {200: Response("the user", User)},
+        (401, 403, 404, 429, 503, 504),
+        secured=True,
+    ),
+)
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_post("/api/v1/auth/register", register)
-    app.router.add_post("/api/v1/auth/login", login)
-    app.router.add_get("/api/v1/auth/refresh-token", refresh)
-    app.router.add_post("/api/v1/auth/refresh", refresh)
-    app.router.add_post("/api/v1/auth/logout", logout)
-    app.router.add_get("/api/v1/auth/{provider}", oauth_url)
-    app.router.add_get("/api/v1/oauth/{provider}/callback", oauth_callback)
-    app.router.add_get("/api/v1/users/me", me)
+    add_operations(app, OPERATIONS)
