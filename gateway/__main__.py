@@ -8,6 +8,8 @@ from agents.common.logs import setup_logging
 from agents.common.settings import Settings
 from gateway.app import create_app
 
+MAX_LINE_BYTES = 65536
+
 
 def main() -> None:
     settings = Settings.from_env()
@@ -19,6 +21,8 @@ def main() -> None:
         access_log=None,
         print=None,
         shutdown_timeout=5,
+        # Room for the longest query an OAuth callback may carry, percent-encoded.
+        handler_args={"max_line_size": MAX_LINE_BYTES},
     )
 
 

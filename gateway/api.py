@@ -28,6 +28,9 @@ class Response:
 class PathParam:
     name: str
     schema: Mapping[str, Any]
+    # A regex the router matches the segment with: a path that it does not match is another
+    # route's (or none), so `Allow` names only the methods of the routes that match.
+    pattern: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,12 +50,17 @@ class Operation:
     path_params: tuple[PathParam, ...] = ()
     secured: bool = False
     idempotent: bool = False
-    # Request headers the handler reads, beyond Authorization and Idempotency-Key.
-    headers: tuple[tuple[str, Mapping[str, Any], str], ...] = ()
-    tags: tuple[str, ...] = ()
+
+    @property
+    def route_path(self) -> str:
+        path = self.path
+        for p in self.path_params:
+            if p.pattern:
+                path = path.replace(f"{{{p.name}}}", f"{{{p.name}:{p.pattern}}}")
+        return path
 
 
 def add_operations(app: web.Application, operations: Iterable[Operation]) -> None:
     """Register each operation; HEAD is not answered, so `Allow` lists what the document does."""
     for op in operations:
-        app.router.add_route(op.method, op.path, op.handler)
+        app.router.add_route(op.method, op.route_path, op.handler)

@@ -25,8 +25,8 @@ PROBLEM_JSON = "application/problem+json"
 IDEMPOTENCY_KEY: dict[str, Any] = {
     "name": "Idempotency-Key",
     "in": "header",
-    "description": "a retry with the same key is applied once",
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "a retry with the same key is applied once (empty: no key)",
+    "schema": {"type": "string", "maxLength": 255},
 }
 
 

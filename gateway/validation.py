@@ -21,24 +21,26 @@ async def read_body(request: web.Request, model: type[M]) -> M:
     except ValueError:
         raise Problem(400, "the request body is not valid JSON", code="bad_request") from None
     try:
-        return model.model_validate(data)
+        # Strict: JSON has types, so `false` is no stock and `"5"` no quantity.
+        return model.model_validate(data, strict=True)
     except ValidationError as e:
         raise Problem(
             422, "the request body is invalid", code="invalid", errors=field_errors(e)
         ) from None
 
 
-def read_query(request: web.Request, model: type[M]) -> M:
-    """The query string as `model`; an empty parameter counts as left out, a repeated one as
-    its first value."""
+def read_query(request: web.Request, model: type[M], *, status: int = 422) -> M:
+    """The query string as `model`, or a `status` problem; an empty parameter counts as left
+    out, a repeated one as its first value."""
     data = {k: request.query.get(k) for k in request.query if request.query.get(k) != ""}
     try:
         return model.model_validate(data)
     except ValidationError as e:
         errors = [FieldError(path=f"query.{fe.path}", message=fe.message) for fe in field_errors(e)]
         names = ", ".join(sorted({fe.path.removeprefix("query.") for fe in errors}))
+        code = "invalid" if status == 422 else "bad_request"
         raise Problem(
-            422, f"invalid query parameter(s): {names}", code="invalid", errors=errors
+            status, f"invalid query parameter(s): {names}", code=code, errors=errors
         ) from None
 
 

@@ -7,10 +7,18 @@ from decimal import Decimal
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+from topics.amounts import amount_schema, from_json_number
 
 Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
-Money = Annotated[Decimal, Field(ge=0, le=Decimal("999999999999.99"), decimal_places=2)]
+MONEY_MAX = "999999999999.99"
+Money = Annotated[
+    Decimal,
+    BeforeValidator(from_json_number),
+    Field(ge=0, le=Decimal(MONEY_MAX), decimal_places=2),
+    WithJsonSchema(amount_schema(MONEY_MAX), mode="validation"),
+]
 
 
 class _Record(BaseModel):

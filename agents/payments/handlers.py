@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from agents.common.agent import Inbound
-from agents.common.errors import Conflict, Invalid, NotFound
+from agents.common.errors import Conflict, NotFound
 from agents.common.ledger import handle_once
 from agents.common.relay import Effects
 from agents.payments.repository import PaymentRow, PaymentsUnitOfWork, create_many
@@ -83,7 +83,8 @@ async def pay(cmd: PayPayment, uow: PaymentsUnitOfWork) -> Reply:
                 f"payment {payment.id} can no longer be paid ({payment.reason or 'expired'})"
             )
         if cmd.money != payment.amount:
-            raise Invalid(f"money must be the payment's amount, {payment.amount}")
+            # Well-formed, but not what this payment asks for: a conflict with its state.
+            raise Conflict(f"money must be the payment's amount, {payment.amount}")
         await u.payments.settle(payment.id, "succeeded")
         await u.payments.record(payment.id, cmd.money, "succeeded", "api")
         await _succeeded(u, payment)

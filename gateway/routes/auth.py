@@ -5,11 +5,10 @@ Credentials and tokens go to the users domain over gRPC, never onto a Kafka topi
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from gateway.api import Operation, PathParam, Response, add_operations
 from gateway.auth import bearer, require_role, unauthorized
@@ -25,19 +24,14 @@ from gateway.schemas import (
 )
 from gateway.validation import read_body, read_query
 from protos import users_pb2
+from topics.products import NOT_BLANK
 
 PROVIDERS = ("google", "facebook", "github")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
-def _email(value: str) -> str:
-    if not _EMAIL.match(value):
-        raise ValueError("not an email address")
-    return value
-
 
 Email = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=254), AfterValidator(_email)
+    str,
+    StringConstraints(strip_whitespace=True, max_length=254),
+    Field(pattern=r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$", description="an email address"),
 ]
 
 
@@ -47,7 +41,10 @@ class _Body(BaseModel):
 
 class RegisterBody(_Body):
     full_name: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=3, max_length=100)
+        str,
+        StringConstraints(strip_whitespace=True, min_length=3, max_length=100),
+        # At least 3 characters once stripped, from its first to its last non-blank one.
+        Field(pattern=f"{NOT_BLANK}[\\s\\S]+{NOT_BLANK}"),
     ]
     email: Email
     password: Annotated[str, Field(min_length=6, max_length=100)]
@@ -62,10 +59,17 @@ class RefreshBody(_Body):
     refresh_token: str | None = None
 
 
+# Providers' codes are short (Facebook's, the longest, a few hundred characters); the state is ours.
+Code = Annotated[str, Field(min_length=1, max_length=2048)]
+State = Annotated[str, Field(min_length=1, max_length=256)]
+
+
 class CallbackQuery(_Body):
-    code: Annotated[str, Field(description="required unless `error` is given")] | None = None
-    state: Annotated[str, Field(description="required unless `error` is given")] | None = None
-    error: Annotated[str, Field(description="the provider refused the login")] | None = None
+    """What the provider sends back: a code and the state, or `error` (then a 401)."""
+
+    code: Code
+    state: State
+    error: Annotated[str, Field(max_length=256, description="the provider refused")] = ""
 
 
 def token_json(t: users_pb2.TokenResponse) -> TokenResponse:
@@ -169,14 +173,10 @@ async def oauth_url(request: web.Request) -> web.Response:
 
 async def oauth_callback(request: web.Request) -> web.Response:
     provider = _provider(request)
-    query = read_query(request, CallbackQuery)
-    if query.error:
-        raise Problem(401, f"{provider} refused the login: {query.error}", code="unauthorized")
-    code, state = query.code or "", query.state or ""
-    if not code:
-        raise Problem(400, "the code query parameter is missing", code="bad_request")
-    if not state:
-        raise Problem(400, "the state query parameter is missing", code="bad_request")
+    if refused := request.query.get("error"):
+        raise Problem(401, f"{provider} refused the login: {refused[:200]}", code="unauthorized")
+    query = read_query(request, CallbackQuery, status=400)
+    code, state = query.code, query.state
     reply = await request.app[GRPC].users.OAuthCallback(
         users_pb2.OAuthCallbackRequest(provider=provider, code=code, state=state),
         **grpc_options(request),
@@ -195,7 +195,7 @@ async def me(request: web.Request) -> web.Response:
     return json_response(user_json(user))
 
 
-PROVIDER = PathParam("provider", {"enum": list(PROVIDERS)})
+PROVIDER = PathParam("provider", {"enum": list(PROVIDERS)}, pattern="|".join(PROVIDERS))
 TOKENS = {200: Response("tokens", TokenResponse)}
 AUTH_ERRORS = (400, 401, 413, 422, 429, 503, 504)
 

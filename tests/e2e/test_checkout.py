@@ -102,7 +102,7 @@ async def test_order_then_pay(
         http,
         "POST",
         f"{url}/payment/transaction",
-        422,
+        409,
         headers=buyer,
         json={"payment_id": pay["id"], "money": 27.99},
     )
@@ -272,7 +272,7 @@ async def test_idempotency_keys(
         http,
         "POST",
         f"{platform.url}/order/",
-        422,
+        409,
         headers=headers,
         json={"items": [{"product_id": product, "quantity": 2}]},
     )
