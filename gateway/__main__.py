@@ -22,7 +22,7 @@ def main() -> None:
         print=None,
         shutdown_timeout=5,
         # Room for the longest query an OAuth callback may carry, percent-encoded.
-        handler_args={"max_line_size": MAX_LINE_BYTES},
+        max_line_size=MAX_LINE_BYTES,
     )
 
 

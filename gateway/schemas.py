@@ -157,11 +157,13 @@ class Accepted(_Out):
 
 
 class OrderRejected(Problem):
-    order: Order
+    order: Annotated[Order | None, Field(description="the rejected order, if one was made")] = None
 
 
 class SeedOrderRejected(Problem):
-    order: SeedOrder
+    order: Annotated[SeedOrder | None, Field(description="the rejected order, if one was made")] = (
+        None
+    )
 
 
 class Payment(_Out):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
@@ -14,6 +14,17 @@ from topics.envelope import FieldError, field_errors
 M = TypeVar("M", bound=BaseModel)
 
 
+def _integral_floats_as_ints(value: Any) -> Any:
+    """JSON has one number type: 3.0 is the integer 3, as JSON Schema's `integer` says."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _integral_floats_as_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral_floats_as_ints(v) for v in value]
+    return value
+
+
 async def read_body(request: web.Request, model: type[M]) -> M:
     raw = await request.read()
     try:
@@ -22,7 +33,7 @@ async def read_body(request: web.Request, model: type[M]) -> M:
         raise Problem(400, "the request body is not valid JSON", code="bad_request") from None
     try:
         # Strict: JSON has types, so `false` is no stock and `"5"` no quantity.
-        return model.model_validate(data, strict=True)
+        return model.model_validate(_integral_floats_as_ints(data), strict=True)
     except ValidationError as e:
         raise Problem(
             422, "the request body is invalid", code="invalid", errors=field_errors(e)

@@ -7,7 +7,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 CENT = Decimal("0.01")
-NOISE = Decimal("1e-9")
+# How far a float may be from the float of a cent and still mean it: sums such as 0.1 + 0.2
+# land a few units in the last place away.
+FLOAT_NOISE_ULPS = 4
 
 
 def from_json_number(value: object) -> object:
@@ -30,7 +32,7 @@ def from_json_number(value: object) -> object:
             cents = exact.quantize(CENT)
         except InvalidOperation:
             return exact
-        if abs(exact - cents) <= NOISE * max(Decimal(1), abs(cents)):
+        if abs(value - float(cents)) <= FLOAT_NOISE_ULPS * math.ulp(value):
             return cents
         return exact
     return value
