@@ -53,39 +53,3 @@ def read_query(request: web.Request, model: type[M], *, status: int = 422) -> M:
         raise Problem(
             status, f"invalid query parameter(s): {names}", code=code, errors=errors
         ) from None
-
-
-def int_query(
-    request: web.Request,
-    name: str,
-    *,
-    default: int | None = None,
-    minimum: int = 0,
-    maximum: int = 2**63 - 1,
-) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        if default is None:
-            raise Problem(
-                422,
-                f"query parameter {name} is required",
-                code="invalid",
-                errors=[FieldError(path=f"query.{name}", message="required")],
-            )
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if not minimum <= value <= maximum:
-        raise Problem(
-            422,
-            f"query parameter {name} must be an integer from {minimum}",
-            code="invalid",
-            errors=[
-                FieldError(
-                    path=f"query.{name}", message=f"must be an integer in {minimum}..{maximum}"
-                )
-            ],
-        )
-    return value
