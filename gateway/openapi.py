@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.routes.auth import LoginBody, RefreshBody, RegisterBody
-from gateway.routes.orders import OrderBody, PaymentBody
+from gateway.routes.orders import InitiateBody, OrderBody, PaymentBody, SessionBody
 from topics.products import NewProduct, ProductChanges
 
 PROBLEM = {"$ref": "#/components/schemas/Problem"}
@@ -190,6 +190,68 @@ def openapi_document() -> dict[str, Any]:
         security=BEARER,
         parameters=[ORDER_ID],
     )
+    initiate = _op(
+        "Open a session with the payment provider for the order's payment (seed); pay at "
+        "`redirect_url`. The amount is the payment's own",
+        {"200": {"description": "the session", **_json(ref("InitiatedPayment"))}},
+        400,
+        401,
+        403,
+        404,
+        409,
+        422,
+        503,
+        504,
+        security=BEARER,
+        parameters=[IDEMPOTENCY],
+        requestBody={"required": True, **_json(ref("InitiateBody"))},
+    )
+    session = _op(
+        "Open a session with the payment provider for the order's payment; pay at "
+        "`redirect_url`, which sends the shopper back to `return_path`",
+        {"201": {"description": "the session", **_json(ref("PaymentSession"))}},
+        400,
+        401,
+        403,
+        404,
+        409,
+        422,
+        503,
+        504,
+        security=BEARER,
+        parameters=[IDEMPOTENCY],
+        requestBody={"required": True, **_json(ref("SessionBody"))},
+    )
+    token = {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}
+    html = {"content": {"text/html": {"schema": {"type": "string"}}}}
+    hosted = {
+        "get": _op(
+            "The sandbox provider's hosted payment page (HTML)",
+            {"200": {"description": "the page", **html}, "409": {"description": "closed"}},
+            404,
+            parameters=[token],
+        ),
+        "post": _op(
+            "Approve or decline (form field `decision`): reported on payments.provider-events",
+            {"303": {"description": "back to the shop"}},
+            404,
+            409,
+            422,
+            parameters=[token],
+            requestBody={
+                "required": True,
+                "content": {
+                    "application/x-www-form-urlencoded": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"decision": {"enum": ["approve", "decline"]}},
+                        }
+                    }
+                },
+            },
+        ),
+    }
+    storefront = _op("The storefront (HTML)", {"200": {"description": "the page", **html}})
     return {
         "openapi": "3.1.0",
         "info": {"title": "shopstream gateway", "version": "1.0.0"},
@@ -334,6 +396,51 @@ def openapi_document() -> dict[str, Any]:
             "/payment/transaction": {"post": pay},
             "/api/v1/payments/transaction": {"post": pay},
             "/payment/order/{order_id}": {"get": payment},
+            "/payment/initiate": {"post": initiate},
+            "/api/v1/payments/sessions": {"post": session},
+            "/sandbox/pay/{token}": hosted,
+            "/": {"get": storefront},
+            "/oauth/{provider}/callback": {
+                "get": {**storefront, "summary": "The storefront, finishing an OAuth login"}
+            },
+            "/assets/{name}": {
+                "get": _op(
+                    "A file of the storefront (HTML, CSS, JavaScript modules, SVG)",
+                    {"200": {"description": "the file"}},
+                    404,
+                    parameters=[
+                        {
+                            "name": "name",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string"},
+                        }
+                    ],
+                )
+            },
+            "/api/v1/auth/providers": {
+                "get": _op(
+                    "The OAuth providers configured on this server",
+                    {
+                        "200": {
+                            "description": "their names",
+                            **_json(
+                                {
+                                    "type": "object",
+                                    "properties": {
+                                        "providers": {
+                                            "type": "array",
+                                            "items": {"enum": ["google", "facebook", "github"]},
+                                        }
+                                    },
+                                }
+                            ),
+                        }
+                    },
+                    429,
+                    503,
+                )
+            },
             "/api/v1/orders/{order_id}/payment": {"get": payment},
             "/healthz": {"get": _op("Alive", {"200": {"description": "alive"}})},
             "/readyz": {
@@ -354,6 +461,46 @@ def openapi_document() -> dict[str, Any]:
                 "RegisterBody": RegisterBody.model_json_schema(),
                 "OrderBody": OrderBody.model_json_schema(),
                 "PaymentBody": PaymentBody.model_json_schema(),
+                "InitiateBody": InitiateBody.model_json_schema(),
+                "SessionBody": SessionBody.model_json_schema(),
+                "InitiatedPayment": {
+                    "type": "object",
+                    "required": ["payment_id", "token", "redirect_url", "expired_at", "status"],
+                    "properties": {
+                        "payment_id": {"type": "integer"},
+                        "token": {"type": "string"},
+                        "redirect_url": {"type": "string"},
+                        "va_number": {"type": "string"},
+                        "qr_code_url": {"type": "string"},
+                        "expired_at": {"type": "string", "format": "date-time"},
+                        "status": {"type": "string"},
+                    },
+                },
+                "PaymentSession": {
+                    "type": "object",
+                    "required": [
+                        "payment_id",
+                        "order_id",
+                        "provider",
+                        "amount",
+                        "token",
+                        "redirect_url",
+                        "expires_at",
+                        "status",
+                    ],
+                    "properties": {
+                        "payment_id": {"type": "integer"},
+                        "order_id": {"type": "integer"},
+                        "provider": {"type": "string"},
+                        "amount": {"type": "number"},
+                        "token": {"type": "string"},
+                        "redirect_url": {"type": "string"},
+                        "va_number": {"type": ["string", "null"]},
+                        "qr_code_url": {"type": ["string", "null"]},
+                        "expires_at": {"type": "string", "format": "date-time"},
+                        "status": {"enum": ["pending", "succeeded", "failed"]},
+                    },
+                },
                 "Order": {
                     "type": "object",
                     "required": [

@@ -132,6 +132,12 @@ def _provider(request: web.Request) -> str:
     return provider
 
 
+async def oauth_providers(request: web.Request) -> web.Response:
+    """The OAuth providers configured here, so that a login page offers only those."""
+    reply = await request.app[GRPC].users.OAuthProviders(users_pb2.Empty(), **grpc_options(request))
+    return web.json_response({"providers": list(reply.providers)})
+
+
 async def oauth_url(request: web.Request) -> web.Response:
     reply = await request.app[GRPC].users.OAuthStart(
         users_pb2.OAuthStartRequest(provider=_provider(request)), **grpc_options(request)
@@ -174,6 +180,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/auth/refresh-token", refresh)
     app.router.add_post("/api/v1/auth/refresh", refresh)
     app.router.add_post("/api/v1/auth/logout", logout)
+    app.router.add_get("/api/v1/auth/providers", oauth_providers)
     app.router.add_get("/api/v1/auth/{provider}", oauth_url)
     app.router.add_get("/api/v1/oauth/{provider}/callback", oauth_callback)
     app.router.add_get("/api/v1/users/me", me)

@@ -26,7 +26,7 @@ from gateway.validation import int_query, read_body
 from protos import orders_pb2, payments_pb2
 from topics import ORDERS_COMMANDS, PAYMENTS_COMMANDS
 from topics.orders import PlaceOrder
-from topics.payments import Money, PayPayment
+from topics.payments import Id, InitiatePayment, Money, PayPayment, ReturnPath
 from topics.products import OrderLine
 
 PAGE = 10
@@ -45,6 +45,32 @@ class PaymentBody(BaseModel):
 
     payment_id: Annotated[int, Field(ge=1, le=2**63 - 1)]
     money: Money
+
+
+class _Customer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    customer_name: Annotated[str, Field(max_length=200)] = ""
+    customer_email: Annotated[str, Field(max_length=254)] = ""
+    customer_phone: Annotated[str, Field(max_length=50)] = ""
+    payment_method: Annotated[str, Field(max_length=50)] = ""
+    payment_channel: Annotated[str, Field(max_length=50)] = ""
+
+
+class InitiateBody(_Customer):
+    """The seed's `POST /payment/initiate`; no amount: the payment's own is charged."""
+
+    order_id: Id
+    customer_name: Annotated[str, Field(min_length=1, max_length=200)]
+    customer_email: Annotated[str, Field(min_length=3, max_length=254)]
+
+
+class SessionBody(_Customer):
+    order_id: Id
+    return_path: ReturnPath | None = Field(
+        default=None,
+        description="where the provider's page sends the shopper back (default: the order's page)",
+    )
 
 
 def _money(value: str) -> float | None:
@@ -90,6 +116,11 @@ def payment_json(p: payments_pb2.Payment) -> dict[str, Any]:
         "expires_at": iso_time(p.expires_at),
         "created_at": iso_time(p.created_at),
         "updated_at": iso_time(p.updated_at),
+        **(
+            {"token": p.token, "gateway_token": p.token, "redirect_url": p.redirect_url}
+            if p.token
+            else {}
+        ),
     }
 
 
@@ -198,14 +229,20 @@ PAYMENT_POLL_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
 @require_role("user", "admin")
 async def payment_by_order(request: web.Request) -> web.Response:
+    payment = await order_payment(request, _user_id(request), _id(request, "order_id"))
+    return web.json_response(payment_json(payment))
+
+
+async def order_payment(request: web.Request, user_id: int, order_id: int) -> payments_pb2.Payment:
     """The order's payment. It follows the order's acceptance as an event, so right after a
     201 it may not exist yet: then the gateway waits for it (within the request's deadline)
     rather than answer a wrong 404."""
     grpc_ = request.app[GRPC]
-    user_id, order_id = _user_id(request), _id(request, "order_id")
     ask = payments_pb2.GetPaymentByOrderIdRequest(user_id=user_id, order_id=order_id)
     try:
-        reply = await grpc_.payments.GetPaymentByOrderId(ask, **grpc_options(request))
+        reply: payments_pb2.Payment = await grpc_.payments.GetPaymentByOrderId(
+            ask, **grpc_options(request)
+        )
     except grpc.aio.AioRpcError as e:
         if e.code() != grpc.StatusCode.NOT_FOUND:
             raise
@@ -216,7 +253,7 @@ async def payment_by_order(request: web.Request) -> web.Response:
         if order.status not in HAS_PAYMENT:
             raise
         reply = await _payment_soon(request, ask)
-    return web.json_response(payment_json(reply))
+    return reply
 
 
 async def _payment_soon(
@@ -243,6 +280,41 @@ async def _payment_soon(
     )
 
 
+async def _open_session(request: web.Request, body: SessionBody) -> dict[str, Any]:
+    """A provider session for the order's payment, for its amount (never the client's)."""
+    user_id = _user_id(request)
+    payment = await order_payment(request, user_id, body.order_id)
+    cmd = InitiatePayment(
+        command_id=command_id(request),
+        payment_id=payment.id,
+        user_id=user_id,
+        provider=request.app[SETTINGS].payments.provider,
+        return_path=body.return_path or f"/#/orders/{body.order_id}",
+        **body.model_dump(exclude={"order_id", "return_path"}),
+    )
+    result = await send_command(request, PAYMENTS_COMMANDS.name, str(payment.id), cmd)
+    session: dict[str, Any] = result["session"]
+    return session
+
+
+@require_role("user", "admin")
+async def initiate_payment(request: web.Request) -> web.Response:
+    """The seed's answer: `payment_id`, `token`, `redirect_url`, `expired_at`, `status`."""
+    body = await read_body(request, InitiateBody)
+    session = await _open_session(request, SessionBody(**body.model_dump()))
+    seed = ("payment_id", "token", "redirect_url", "va_number", "qr_code_url", "expired_at")
+    answer = {k: session[k] for k in seed if session[k] is not None}
+    return web.json_response(answer | {"status": session["status"]})
+
+
+@require_role("user", "admin")
+async def create_session(request: web.Request) -> web.Response:
+    body = await read_body(request, SessionBody)
+    session = await _open_session(request, body)
+    session.pop("expired_at")
+    return web.json_response(session, status=201)
+
+
 def setup_routes(app: web.Application) -> None:
     app.router.add_post("/order/", place_order)
     app.router.add_get("/order/", list_orders)
@@ -255,3 +327,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/payment/order/{order_id}", payment_by_order)
     app.router.add_post("/api/v1/payments/transaction", pay)
     app.router.add_get("/api/v1/orders/{order_id}/payment", payment_by_order)
+    app.router.add_post("/payment/initiate", initiate_payment)
+    app.router.add_post("/api/v1/payments/sessions", create_session)

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from agents.common.agent import Inbound, RequestMeta
 from agents.common.relay import Effects
+from agents.common.settings import PaymentSettings
 from agents.orders import handlers as orders
 from agents.orders.repository import OrdersUnitOfWork
 from agents.payments import handlers as payments
@@ -37,7 +38,7 @@ from topics.payments import (
     PaymentFailed,
     PaymentSucceeded,
     PayPayment,
-    ProviderPaymentOutcome,
+    sign_report,
 )
 from topics.products import NewProduct, OrderLine, StockRejected, StockReserved
 
@@ -205,12 +206,15 @@ async def test_failed_payment_releases_stock_once(pool: asyncpg.Pool, how: str) 
     await deliver_twice(pool, order_id, seen)
     payment_id, amount = await payment_of(pool, order_id)
     if how == "provider":
-        report = ProviderPaymentOutcome(
-            event_id=uuid.uuid4(),
-            payment_id=payment_id,
-            outcome="failed",
-            amount=amount,
-            reference="psp-1",
+        report = sign_report(
+            {
+                "event_id": uuid.uuid4(),
+                "payment_id": payment_id,
+                "outcome": "failed",
+                "amount": amount,
+                "reference": "psp-1",
+            },
+            PaymentSettings().sandbox_secret,
         )
         for _ in range(2):
             await payments.provider_outcome(report, PaymentsUnitOfWork(pool))

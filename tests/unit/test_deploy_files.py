@@ -162,6 +162,11 @@ TUNING_ENV = OAUTH_ENDPOINT_ENV | {
     "DB_POOL_MAX",
     "REFRESH_REUSE_LEEWAY_S",
     "RATE_LIMIT_MAX_KEYS",
+    # The sandbox payment provider: its page's address and report-signing secret are not wired
+    # into the deployments yet (the sandbox is the laptop's provider).
+    "PAYMENT_PROVIDER",
+    "PUBLIC_URL",
+    "SANDBOX_PROVIDER_SECRET",
 }
 # Left to the app's defaults by docker-compose only (it is a single-machine development setup).
 COMPOSE_DEFAULT_ENV = (
