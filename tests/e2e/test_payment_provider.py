@@ -21,7 +21,9 @@ async def placed_order(
 ) -> tuple[dict[str, Any], int]:
     product = await new_product(platform, http, admin, 5, 7.25)
     body = {"items": [{"product_id": product, "quantity": 2}]}
-    placed = await call(http, "POST", f"{platform.url}/api/v1/orders", 201, headers=buyer, json=body)
+    placed = await call(
+        http, "POST", f"{platform.url}/api/v1/orders", 201, headers=buyer, json=body
+    )
     return placed["order"], product
 
 
