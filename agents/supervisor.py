@@ -186,6 +186,7 @@ async def _supervise(settings: Settings, env: dict[str, str], demo: bool) -> int
                 )
             )
             say(f"ready: gateway on {gateway_url}  (Ctrl-C stops everything)")
+            say(f"the storefront: {gateway_url}/  (payments: the sandbox provider's page)")
             say("an admin account: .venv/bin/shopstream users create-admin --email you@example.com")
             say("or an admin token for local use: .venv/bin/shopstream dev-token --role admin")
             exits = [asyncio.create_task(c.proc.wait()) for c in children if c.proc]
