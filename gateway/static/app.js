@@ -451,6 +451,20 @@ async function pay(orderId) {
 
 // --- orders --------------------------------------------------------------------------------
 
+// Product names of an order's lines; a product deleted since is named by its number.
+const productNames = new Map();
+
+async function nameOf(productId) {
+  if (!productNames.has(productId)) {
+    try {
+      productNames.set(productId, (await get(`/api/v1/products/${productId}`)).data.name);
+    } catch {
+      productNames.set(productId, `Product ${productId}`);
+    }
+  }
+  return productNames.get(productId);
+}
+
 function statusWords(status) {
   return STATUS_WORDS[status] || status;
 }
@@ -518,7 +532,9 @@ async function orderView(id) {
       h(
         "ul",
         {},
-        order.order_items.map((i) => h("li", {}, `${i.quantity} × product ${i.product_id} at ${money(i.price ?? 0)}`)),
+        order.order_items.map((i) =>
+          h("li", {}, `${i.quantity} × ${productNames.get(i.product_id) || `Product ${i.product_id}`} at ${money(i.price ?? 0)}`),
+        ),
       ),
       h("p", { class: "total" }, `Total: ${money(order.total_price ?? 0)}`),
       h("h2", {}, "History"),
@@ -531,6 +547,7 @@ async function orderView(id) {
   };
 
   const { data } = await get(`/api/v1/orders/${encodeURIComponent(id)}`);
+  await Promise.all(data.order_items.map((i) => nameOf(i.product_id)));
   show(`Order ${data.id}`, status, actions, details, h("p", {}, h("a", { href: "#/orders" }, "All my orders")));
   update(data);
   let timer = null;

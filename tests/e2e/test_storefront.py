@@ -165,6 +165,9 @@ async def test_the_shopper_journey(
     await steps.shot("back-from-payment")
     await page.evaluate("window.sameDocument = true")
     await expect(status).to_have_text("Status: Paid")
+    await expect(page.get_by_role("main")).to_contain_text(
+        f"2 \N{MULTIPLICATION SIGN} {name} at 19.50"
+    )
     assert await page.evaluate("window.sameDocument === true"), "the page was reloaded"
     await steps.shot("paid")
 
