@@ -212,7 +212,8 @@ class PaymentSettings:
     provider: str = "sandbox"
     # Where browsers reach the gateway, which serves the sandbox provider's hosted page.
     public_url: str = "http://127.0.0.1:8080"
-    sandbox_secret: str = field(default="dev-insecure-sandbox-secret-0123456789", repr=False)
+    # No default: `shopstream run` makes one (agents/supervisor.py); a deployment sets its own.
+    sandbox_secret: str = field(default="", repr=False)
 
     @property
     def secrets(self) -> dict[str, str]:
@@ -346,6 +347,15 @@ class Settings:
             raise SettingsError("DATABASE_URL is not set (shopstream run sets it for its children)")
         return self.database_url
 
+    def require_payment_secrets(self) -> None:
+        """The gateway and the payments worker sign and check provider reports: they refuse to
+        start without the secret of the provider in use."""
+        if self.payments.provider == "sandbox" and not self.payments.sandbox_secret:
+            raise SettingsError(
+                "SANDBOX_PROVIDER_SECRET is not set: the gateway and the payments worker need the "
+                "same one, at least 32 characters (shopstream run makes one for its children)"
+            )
+
     def require_kafka(self) -> str:
         if not self.kafka_broker:
             raise SettingsError("KAFKA_BROKER is not set (shopstream run sets it for its children)")
@@ -448,7 +458,7 @@ def _payment_settings(e: Mapping[str, str], gateway_port: int) -> PaymentSetting
         raise SettingsError(f"PAYMENT_PROVIDER must be one of {', '.join(PAYMENT_PROVIDERS)}")
     if not payments.public_url.startswith(("https://", "http://")):
         raise SettingsError("PUBLIC_URL must be an http(s) URL")
-    if len(payments.sandbox_secret) < 32:
+    if payments.sandbox_secret and len(payments.sandbox_secret) < 32:
         raise SettingsError("SANDBOX_PROVIDER_SECRET must be at least 32 characters")
     return payments
 

@@ -11,7 +11,6 @@ import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from agents.common.settings import PaymentSettings
 from protos import orders_pb2, orders_pb2_grpc, payments_pb2, payments_pb2_grpc
 from tests.e2e.client import bearer, call
 from tests.e2e.platform import Platform
@@ -314,7 +313,7 @@ async def test_a_partner_report_pays_and_a_bad_one_is_dead_lettered(
             "reference": "psp-42",
         }
         forged = sign_report(report, "not-the-sandbox-secret").model_dump_json()
-        signed = sign_report(report, PaymentSettings().sandbox_secret).model_dump_json()
+        signed = sign_report(report, platform.sandbox_secret).model_dump_json()
         await producer.send_and_wait(
             "payments.provider-events", forged.encode(), key=marker.encode()
         )

@@ -18,7 +18,6 @@ from pydantic import BaseModel
 
 from agents.common.agent import Inbound, RequestMeta
 from agents.common.relay import Effects
-from agents.common.settings import PaymentSettings
 from agents.orders import handlers as orders
 from agents.orders.repository import OrdersUnitOfWork
 from agents.payments import handlers as payments
@@ -26,6 +25,7 @@ from agents.payments.repository import PaymentsUnitOfWork
 from agents.products.repository import PgProductsUnitOfWork
 from agents.products.stock import release_stock, reserve_batch, sell_stock
 from tests.helpers import random_name
+from tests.infra import TEST_SANDBOX_SECRET
 from topics.envelope import Reply
 from topics.orders import (
     OrderAwaitingPayment,
@@ -214,7 +214,7 @@ async def test_failed_payment_releases_stock_once(pool: asyncpg.Pool, how: str) 
                 "amount": amount,
                 "reference": "psp-1",
             },
-            PaymentSettings().sandbox_secret,
+            TEST_SANDBOX_SECRET,
         )
         for _ in range(2):
             await payments.provider_outcome(report, PaymentsUnitOfWork(pool))
