@@ -46,6 +46,8 @@ class Operation:
     problems: Mapping[int, type[BaseModel]] = field(default_factory=dict)
     body: type[BaseModel] | None = None
     body_required: bool = True
+    # How the body comes: JSON, or a browser's form (application/x-www-form-urlencoded).
+    body_media_type: str = "application/json"
     query: type[BaseModel] | None = None
     path_params: tuple[PathParam, ...] = ()
     secured: bool = False

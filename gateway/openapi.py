@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from gateway.api import Operation, Response, add_operations
-from gateway.routes import auth, health, orders, products
+from gateway.routes import auth, health, orders, products, sandbox, storefront
 from gateway.schemas import Problem
 
 REF_TEMPLATE = "#/components/schemas/{model}"
@@ -54,7 +54,7 @@ OWN = (
 
 
 def operations() -> Iterator[Operation]:
-    for module in (health, products, auth, orders):
+    for module in (health, products, auth, orders, sandbox, storefront):
         yield from module.OPERATIONS
     yield from OWN
 
@@ -133,7 +133,7 @@ def _operation(op: Operation, refs: dict[Any, Any]) -> dict[str, Any]:
     if op.body is not None:
         out["requestBody"] = {
             "required": op.body_required,
-            "content": _content("application/json", refs[(op.body, "validation")]),
+            "content": _content(op.body_media_type, refs[(op.body, "validation")]),
         }
     if op.secured:
         out["security"] = [{"bearer": []}]

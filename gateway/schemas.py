@@ -21,6 +21,10 @@ OrderStatus = Literal["pending", "awaiting_payment", "paid", "rejected", "cancel
 SeedOrderStatus = Literal["pending", "paid", "failed", "expired", "cancelled"]
 PaymentStatus = Literal["pending", "succeeded", "failed"]
 SeedPaymentStatus = Literal["pending", "paid", "failed", "expired"]
+# Once a session with the payment provider is opened (`POST /payment/initiate`).
+SessionToken = Annotated[str | None, Field(description="the provider session's token")]
+GatewayToken = Annotated[str | None, Field(description="the token, as the seed also names it")]
+RedirectURL = Annotated[str | None, Field(description="the provider's page, where one pays")]
 
 
 def seed_order_status(status: str, reason: str | None) -> SeedOrderStatus:
@@ -179,6 +183,9 @@ class Payment(_Out):
     expires_at: Timestamp
     created_at: Timestamp
     updated_at: Timestamp
+    token: SessionToken = None
+    gateway_token: GatewayToken = None
+    redirect_url: RedirectURL = None
 
 
 class SeedPayment(_Out):
@@ -194,6 +201,35 @@ class SeedPayment(_Out):
     expired_at: Timestamp
     created_at: Timestamp
     updated_at: Timestamp
+    token: SessionToken = None
+    gateway_token: GatewayToken = None
+    redirect_url: RedirectURL = None
+
+
+class InitiatedPayment(_Out):
+    """The seed's answer to `POST /payment/initiate`; `va_number` and `qr_code_url` only where
+    the provider gives them."""
+
+    payment_id: int
+    token: str
+    redirect_url: Annotated[str, Field(description="the provider's page, where the shopper pays")]
+    va_number: str | None = None
+    qr_code_url: str | None = None
+    expired_at: Timestamp
+    status: SeedPaymentStatus
+
+
+class PaymentSession(_Out):
+    payment_id: int
+    order_id: int
+    provider: str
+    amount: float
+    token: str
+    redirect_url: Annotated[str, Field(description="the provider's page, where the shopper pays")]
+    va_number: str | None
+    qr_code_url: str | None
+    expires_at: Timestamp
+    status: PaymentStatus
 
 
 class Paid(_Out):
@@ -229,3 +265,10 @@ class Registered(_Out):
 
 class AuthorizationURL(_Out):
     url: str
+
+
+class LoginProviders(_Out):
+    providers: Annotated[
+        list[Literal["google", "facebook", "github"]],
+        Field(description="the OAuth providers configured on this server"),
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -19,6 +21,9 @@ Money = Annotated[
     Field(ge=0, le=Decimal(MONEY_MAX), decimal_places=2),
     WithJsonSchema(amount_schema(MONEY_MAX), mode="validation"),
 ]
+ProviderName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+# A path on the platform's site ("/#/orders/7"), never another site ("//evil.example").
+ReturnPath = Annotated[str, Field(pattern=r"^/([^/\\\s]\S*)?$", max_length=500)]
 
 
 class _Record(BaseModel):
@@ -35,8 +40,28 @@ class PayPayment(_Record):
     money: Money
 
 
+class InitiatePayment(_Record):
+    """Open a session with a payment provider for a pending payment, for the payment's own
+    amount; the shopper pays on the provider's page. Key: the payment id."""
+
+    type: Literal["InitiatePayment"] = "InitiatePayment"
+    command_id: UUID
+    payment_id: Id
+    user_id: Id
+    provider: ProviderName = "sandbox"
+    # Where the provider's page sends the shopper back: a path on the platform's own site.
+    return_path: ReturnPath = "/"
+    customer_name: Annotated[str, Field(max_length=200)] = ""
+    customer_email: Annotated[str, Field(max_length=254)] = ""
+    customer_phone: Annotated[str, Field(max_length=50)] = ""
+    payment_method: Annotated[str, Field(max_length=50)] = ""
+    payment_channel: Annotated[str, Field(max_length=50)] = ""
+
+
 class ProviderPaymentOutcome(_Record):
-    """A payment provider reports the outcome of a payment. Key: the payment id."""
+    """A payment provider reports the outcome of a payment, as its webhook would, signed with
+    the secret it shares with the platform (`signature`: see `signing_input`). Key: the
+    payment id."""
 
     type: Literal["ProviderPaymentOutcome"] = "ProviderPaymentOutcome"
     event_id: UUID
@@ -45,6 +70,39 @@ class ProviderPaymentOutcome(_Record):
     amount: Money
     reference: Annotated[str, Field(min_length=1, max_length=200)]
     reason: Annotated[str, Field(max_length=500)] = ""
+    provider: ProviderName = "sandbox"
+    signature: Annotated[
+        str,
+        Field(
+            pattern=r"^[0-9a-f]{64}$",
+            description="hex HMAC-SHA256 of `signing_input` with the provider's secret",
+        ),
+    ]
+
+    def signing_input(self) -> bytes:
+        """`event_id|payment_id|outcome|amount with 2 decimals|reference|reason|provider`."""
+        fields = (
+            str(self.event_id),
+            str(self.payment_id),
+            self.outcome,
+            f"{self.amount:.2f}",
+            self.reference,
+            self.reason,
+            self.provider,
+        )
+        return "|".join(fields).encode()
+
+    def signature_for(self, secret: str) -> str:
+        return hmac.new(secret.encode(), self.signing_input(), hashlib.sha256).hexdigest()
+
+    def signed_by(self, secret: str) -> bool:
+        return bool(secret) and hmac.compare_digest(self.signature_for(secret), self.signature)
+
+
+def sign_report(report: dict[str, object], secret: str) -> ProviderPaymentOutcome:
+    """The report, signed: what a provider sends (the sandbox provider, tests)."""
+    unsigned = ProviderPaymentOutcome.model_validate({**report, "signature": "0" * 64})
+    return unsigned.model_copy(update={"signature": unsigned.signature_for(secret)})
 
 
 class PaymentCreated(_Record):
@@ -84,6 +142,6 @@ PaymentEvent = Annotated[
     PaymentCreated | PaymentSucceeded | PaymentFailed, Field(discriminator="type")
 ]
 
-COMMANDS: tuple[type[BaseModel], ...] = (PayPayment,)
+COMMANDS: tuple[type[BaseModel], ...] = (PayPayment, InitiatePayment)
 PROVIDER: tuple[type[BaseModel], ...] = (ProviderPaymentOutcome,)
 EVENTS: tuple[type[BaseModel], ...] = (PaymentCreated, PaymentSucceeded, PaymentFailed)

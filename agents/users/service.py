@@ -163,6 +163,10 @@ class IdentityService:
             raise ProviderNotConfigured(name, provider.missing_settings)
         return provider
 
+    def oauth_providers(self) -> list[str]:
+        """The providers a login may use here: those with a client configured."""
+        return [p.name for p in self._settings.auth.providers.values() if p.configured]
+
     async def oauth_start(self, provider_name: str) -> str:
         provider = self._provider(provider_name)
         state, verifier = oauth.new_state(), oauth.new_code_verifier()

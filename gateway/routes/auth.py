@@ -17,6 +17,7 @@ from gateway.problems import Problem
 from gateway.routes import grpc_options, iso_time, json_response
 from gateway.schemas import (
     AuthorizationURL,
+    LoginProviders,
     Message,
     Registered,
     TokenResponse,
@@ -158,6 +159,12 @@ def _wants_html(request: web.Request) -> bool:
     return any(part.split(";")[0].strip() == "text/html" for part in accept.split(","))
 
 
+async def oauth_providers(request: web.Request) -> web.Response:
+    """The OAuth providers configured here, so that a login page offers only those."""
+    reply = await request.app[GRPC].users.OAuthProviders(users_pb2.Empty(), **grpc_options(request))
+    return json_response(LoginProviders.model_validate({"providers": list(reply.providers)}))
+
+
 async def oauth_url(request: web.Request) -> web.Response:
     """A browser is sent to the provider (302), as the seed's storefront expects; any other
     client gets the URL to go to."""
@@ -246,6 +253,14 @@ OPERATIONS = (
         AUTH_ERRORS,
         body=RefreshBody,
         body_required=False,
+    ),
+    Operation(
+        "GET",
+        "/api/v1/auth/providers",
+        oauth_providers,
+        "The OAuth providers configured on this server, for a login page to offer",
+        {200: Response("their names", LoginProviders)},
+        (429, 503, 504),
     ),
     Operation(
         "GET",

@@ -12,7 +12,7 @@ import json
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Any
 
 import grpc
 from aiohttp import web
@@ -33,11 +33,13 @@ from gateway.routes import (
 )
 from gateway.schemas import (
     Accepted,
+    InitiatedPayment,
     Order,
     OrderList,
     OrderRejected,
     Paid,
     Payment,
+    PaymentSession,
     PlacedOrder,
     SeedOrder,
     SeedOrderList,
@@ -51,7 +53,7 @@ from gateway.validation import read_body, read_query
 from protos import orders_pb2, payments_pb2
 from topics import ORDERS_COMMANDS, PAYMENTS_COMMANDS
 from topics.orders import PlaceOrder
-from topics.payments import Money, PayPayment
+from topics.payments import Id, InitiatePayment, Money, PayPayment, ReturnPath
 from topics.products import OrderLine
 
 PAGE = 10
@@ -79,6 +81,32 @@ class OffsetQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     offset: Annotated[int, Field(ge=0, le=10_000_000, description="orders to skip")] = 0
+
+
+class _Customer(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    customer_name: Annotated[str, Field(max_length=200)] = ""
+    customer_email: Annotated[str, Field(max_length=254)] = ""
+    customer_phone: Annotated[str, Field(max_length=50)] = ""
+    payment_method: Annotated[str, Field(max_length=50)] = ""
+    payment_channel: Annotated[str, Field(max_length=50)] = ""
+
+
+class InitiateBody(_Customer):
+    """The seed's `POST /payment/initiate`; no amount: the payment's own is charged."""
+
+    order_id: Id
+    customer_name: Annotated[str, Field(min_length=1, max_length=200)]
+    customer_email: Annotated[str, Field(min_length=3, max_length=254)]
+
+
+class SessionBody(_Customer):
+    order_id: Id
+    return_path: ReturnPath | None = Field(
+        default=None,
+        description="where the provider's page sends the shopper back (default: the order's page)",
+    )
 
 
 def _money(value: str) -> float | None:
@@ -125,6 +153,11 @@ def seed_order(order: Order) -> SeedOrder:
 
 def payment_json(p: payments_pb2.Payment) -> Payment:
     amount = _money(p.amount)
+    session = (
+        {"token": p.token, "gateway_token": p.token, "redirect_url": p.redirect_url}
+        if p.token
+        else {}
+    )
     return Payment.model_validate(
         {
             "id": p.id,
@@ -137,6 +170,7 @@ def payment_json(p: payments_pb2.Payment) -> Payment:
             "expires_at": iso_time(p.expires_at),
             "created_at": iso_time(p.created_at),
             "updated_at": iso_time(p.updated_at),
+            **session,
         }
     )
 
@@ -147,7 +181,8 @@ def seed_payment(p: payments_pb2.Payment) -> SeedPayment:
     overdue = p.expires_at.ToDatetime(tzinfo=UTC) <= datetime.now(UTC)
     return SeedPayment.model_validate(
         {
-            **payment.model_dump(exclude={"expires_at"}),
+            # Unset: no session's token yet, so none in the answer.
+            **payment.model_dump(exclude={"expires_at"}, exclude_unset=True),
             "status": seed_payment_status(payment.status, payment.reason, overdue),
             "expired_at": payment.expires_at,
         }
@@ -302,23 +337,26 @@ PAYMENT_POLL_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
 
 @require_role("user", "admin")
 async def payment_by_order(request: web.Request) -> web.Response:
-    return json_response(payment_json(await _payment(request)))
+    payment = await order_payment(request, _user_id(request), _id(request, "order_id"))
+    return json_response(payment_json(payment))
 
 
 @require_role("user", "admin")
 async def seed_payment_by_order(request: web.Request) -> web.Response:
-    return json_response(seed_payment(await _payment(request)))
+    payment = await order_payment(request, _user_id(request), _id(request, "order_id"))
+    return json_response(seed_payment(payment))
 
 
-async def _payment(request: web.Request) -> payments_pb2.Payment:
+async def order_payment(request: web.Request, user_id: int, order_id: int) -> payments_pb2.Payment:
     """The order's payment. It follows the order's acceptance as an event, so right after a
     201 it may not exist yet: then the gateway waits for it (within the request's deadline)
     rather than answer a wrong 404."""
     grpc_ = request.app[GRPC]
-    user_id, order_id = _user_id(request), _id(request, "order_id")
     ask = payments_pb2.GetPaymentByOrderIdRequest(user_id=user_id, order_id=order_id)
     try:
-        reply = await grpc_.payments.GetPaymentByOrderId(ask, **grpc_options(request))
+        reply: payments_pb2.Payment = await grpc_.payments.GetPaymentByOrderId(
+            ask, **grpc_options(request)
+        )
     except grpc.aio.AioRpcError as e:
         if e.code() != grpc.StatusCode.NOT_FOUND:
             raise
@@ -329,8 +367,7 @@ async def _payment(request: web.Request) -> payments_pb2.Payment:
         if order.status not in HAS_PAYMENT:
             raise
         reply = await _payment_soon(request, ask)
-    payment: payments_pb2.Payment = reply
-    return payment
+    return reply
 
 
 async def _payment_soon(
@@ -355,6 +392,43 @@ async def _payment_soon(
         code="unavailable",
         headers={"Retry-After": "1"},
     )
+
+
+async def _open_session(request: web.Request, body: SessionBody) -> dict[str, Any]:
+    """A provider session for the order's payment, for its amount (never the client's)."""
+    user_id = _user_id(request)
+    payment = await order_payment(request, user_id, body.order_id)
+    cmd = InitiatePayment(
+        command_id=command_id(request),
+        payment_id=payment.id,
+        user_id=user_id,
+        provider=request.app[SETTINGS].payments.provider,
+        return_path=body.return_path or f"/#/orders/{body.order_id}",
+        **body.model_dump(exclude={"order_id", "return_path"}),
+    )
+    result = await send_command(request, PAYMENTS_COMMANDS.name, str(payment.id), cmd)
+    session: dict[str, Any] = result["session"]
+    return session
+
+
+@require_role("user", "admin")
+async def initiate_payment(request: web.Request) -> web.Response:
+    """The seed's answer: `payment_id`, `token`, `redirect_url`, `expired_at`, `status` (in the
+    seed's words)."""
+    body = await read_body(request, InitiateBody)
+    session = await _open_session(request, SessionBody(**body.model_dump()))
+    seed = ("payment_id", "token", "redirect_url", "va_number", "qr_code_url", "expired_at")
+    answer = {k: session[k] for k in seed if session[k] is not None}
+    overdue = datetime.fromisoformat(session["expired_at"]) <= datetime.now(UTC)
+    status = seed_payment_status(session["status"], None, overdue)
+    return json_response(InitiatedPayment.model_validate(answer | {"status": status}))
+
+
+@require_role("user", "admin")
+async def create_session(request: web.Request) -> web.Response:
+    body = await read_body(request, SessionBody)
+    session = await _open_session(request, body)
+    return json_response(PaymentSession.model_validate(session), status=201)
 
 
 ORDER_ID = PathParam("order_id", {"type": "integer", "minimum": 1, "maximum": MAX_ID})
@@ -481,7 +555,31 @@ OPERATIONS = (
         path_params=(ORDER_ID,),
         secured=True,
     ),
+    Operation(
+        "POST",
+        "/payment/initiate",
+        initiate_payment,
+        "Open a session with the payment provider for the order's payment (seed words); pay "
+        "at `redirect_url`. The amount is the payment's own",
+        {200: Response("the session", InitiatedPayment)},
+        PAY_ERRORS,
+        body=InitiateBody,
+        secured=True,
+        idempotent=True,
+    ),
     _pay_op("/api/v1/payments/transaction"),
+    Operation(
+        "POST",
+        "/api/v1/payments/sessions",
+        create_session,
+        "Open a session with the payment provider for the order's payment; pay at "
+        "`redirect_url`, which sends the shopper back to `return_path`",
+        {201: Response("the session", PaymentSession)},
+        PAY_ERRORS,
+        body=SessionBody,
+        secured=True,
+        idempotent=True,
+    ),
     Operation(
         "GET",
         "/api/v1/orders/{order_id}/payment",

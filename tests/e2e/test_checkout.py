@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from typing import Any
 
@@ -16,6 +15,7 @@ from protos import orders_pb2, orders_pb2_grpc, payments_pb2, payments_pb2_grpc
 from tests.e2e.client import bearer, call
 from tests.e2e.platform import Platform
 from tests.helpers import eventually
+from topics.payments import sign_report
 
 pytestmark = pytest.mark.e2e
 
@@ -328,8 +328,13 @@ async def test_a_partner_report_pays_and_a_bad_one_is_dead_lettered(
             "amount": "5.00",
             "reference": "psp-42",
         }
+        forged = sign_report(report, "not-the-sandbox-secret").model_dump_json()
+        signed = sign_report(report, platform.sandbox_secret).model_dump_json()
         await producer.send_and_wait(
-            "payments.provider-events", json.dumps(report).encode(), key=str(pay["id"]).encode()
+            "payments.provider-events", forged.encode(), key=marker.encode()
+        )
+        await producer.send_and_wait(
+            "payments.provider-events", signed.encode(), key=str(pay["id"]).encode()
         )
         await producer.send_and_wait(
             "payments.provider-events", b'{"type": "nonsense"}', key=marker.encode()
@@ -349,14 +354,16 @@ async def test_a_partner_report_pays_and_a_bad_one_is_dead_lettered(
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
 
-        async def dead() -> Any:
-            for messages in (await consumer.getmany(timeout_ms=100)).values():
-                for m in messages:
-                    if m.key == marker.encode():
-                        return m
-            return None
+        messages: list[Any] = []
 
-        message = await eventually(dead, what="the bad report on the DLQ")
+        async def dead() -> bool:
+            for batch in (await consumer.getmany(timeout_ms=100)).values():
+                messages.extend(m for m in batch if m.key == marker.encode())
+            return len(messages) == 2
+
+        await eventually(dead, what="the two bad reports on the DLQ")
     finally:
         await consumer.stop()
-    assert dict(message.headers)["x-dlq-reason"].startswith(b"invalid:")
+    reasons = sorted(dict(m.headers)["x-dlq-reason"] for m in messages)
+    assert all(r.startswith(b"invalid:") for r in reasons), reasons
+    assert any(b"signature" in r for r in reasons), reasons

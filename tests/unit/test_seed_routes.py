@@ -20,8 +20,13 @@ from gateway.grpc_clients import GrpcClients
 from gateway.schemas import seed_order_status, seed_payment_status
 from protos import orders_pb2, payments_pb2, users_pb2
 from tests.unit.test_gateway import SETTINGS, FakeBus, FakeProductStub, problem
+from topics.envelope import Reply
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
 
 
 def _ts(at: datetime = NOW) -> Timestamp:
@@ -64,6 +69,7 @@ class FakeOrders:
 class FakePayments:
     def __init__(self) -> None:
         self.status, self.reason, self.expires = "pending", "", NOW + timedelta(days=3650)
+        self.token = ""
 
     async def GetPaymentByOrderId(
         self, request: payments_pb2.GetPaymentByOrderIdRequest, **kw: Any
@@ -78,6 +84,8 @@ class FakePayments:
             expires_at=_ts(self.expires),
             created_at=_ts(),
             updated_at=_ts(),
+            token=self.token,
+            redirect_url=f"http://shop/sandbox/pay/{self.token}" if self.token else "",
         )
 
 
@@ -225,6 +233,56 @@ async def test_seed_payment_words_and_expired_at(
     assert "expires_at" not in got
     own = await (await client.get("/api/v1/orders/7/payment", headers=buyer())).json()
     assert (own["status"], "expires_at" in own, "expired_at" in own) == (status, True, False)
+    assert ("token" in got, "token" in own) == (False, False)
+
+
+@pytest.mark.parametrize(("overdue", "seed"), [(False, "pending"), (True, "expired")])
+async def test_a_provider_session_in_the_seed_s_words_and_in_shopstream_s(
+    fakes: Fakes, overdue: bool, seed: str
+) -> None:
+    expires = iso(
+        datetime.now(UTC) - timedelta(seconds=1) if overdue else NOW + timedelta(days=3650)
+    )
+    session = {
+        "payment_id": 9,
+        "order_id": 7,
+        "provider": "sandbox",
+        "amount": 28.0,
+        "token": "tok",
+        "redirect_url": "http://shop/sandbox/pay/tok",
+        "va_number": None,
+        "qr_code_url": None,
+        "expired_at": expires,
+        "expires_at": expires,
+        "status": "pending",
+    }
+    bus = FakeBus()
+    bus.reply = Reply.success({"session": session})
+    fakes.fake_payments.token = "tok"
+    async with TestClient(TestServer(create_app(SETTINGS, bus=bus, grpc=fakes))) as client:
+        body = {"order_id": 7, "customer_name": "Some Buyer", "customer_email": "b@example.com"}
+        resp = await client.post("/payment/initiate", json=body, headers=buyer())
+        assert await resp.json() == {
+            "payment_id": 9,
+            "token": "tok",
+            "redirect_url": "http://shop/sandbox/pay/tok",
+            "expired_at": expires,
+            "status": seed,
+        }
+        resp = await client.post("/api/v1/payments/sessions", json={"order_id": 7}, headers=buyer())
+        assert resp.status == 201
+        own = await resp.json()
+        assert (own["status"], own["expires_at"], "expired_at" in own) == (
+            "pending",
+            expires,
+            False,
+        )
+        payment = await (await client.get("/payment/order/7", headers=buyer())).json()
+        assert payment["token"] == payment["gateway_token"] == "tok"
+        assert payment["redirect_url"] == "http://shop/sandbox/pay/tok"
+    sent = [command for _, _, command, _ in bus.sent]
+    assert [c["type"] for c in sent] == ["InitiatePayment", "InitiatePayment"]
+    assert (sent[0]["customer_name"], sent[1]["return_path"]) == ("Some Buyer", "/#/orders/7")
 
 
 async def test_oauth_start_redirects_a_browser_and_answers_a_script(
