@@ -17,6 +17,19 @@ pytestmark = pytest.mark.e2e
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 RUN_TIMEOUT_S = 240
+# Every check on every operation, but one: a create replayed under a reused Idempotency-Key
+# answers its first 201 (the key's promise), also once that product was deleted, in an earlier
+# scenario; schemathesis looks for the delete within a scenario only, so it takes the read's 404
+# for a lost resource. Orders, which nothing deletes, keep the check. (`--checks all` would
+# override the exception, so the checks are chosen here.)
+CONFIG = """
+[checks]
+enabled = true
+
+[[operations]]
+include-name = "GET /api/v1/products/{id}"
+checks.ensure_resource_availability.enabled = false
+"""
 
 
 async def admin_token(platform: Platform, http: aiohttp.ClientSession) -> str:
@@ -53,13 +66,15 @@ async def test_every_operation_keeps_to_the_document(
     platform: Platform, http: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
     token = await admin_token(platform, http)
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG)
     args = [
         SCHEMATHESIS,
         "--no-color",
+        "--config-file",
+        str(config),
         "run",
         f"{platform.url}/openapi.json",
-        "--checks",
-        "all",
         # Every phase: examples, coverage (boundaries, missing and wrong parameters, methods not
         # in the document), fuzzing, and stateful (links schemathesis infers between operations).
         "--phases",
