@@ -13,6 +13,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSche
 
 from topics.amounts import amount_schema, from_json_number
 
+from topics.envelope import Headers
+
 Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
 MONEY_MAX = "999999999999.99"
 Money = Annotated[
@@ -75,7 +77,11 @@ class ProviderPaymentOutcome(_Record):
         str,
         Field(
             pattern=r"^[0-9a-f]{64}$",
-            description="hex HMAC-SHA256 of `signing_input` with the provider's secret",
+            description=(
+                "lowercase hex HMAC-SHA256, keyed with the provider's secret, of "
+                "`event_id|payment_id|outcome|amount|reference|reason|provider` (amount with "
+                "two decimals): see the message's description"
+            ),
         ),
     ]
 
@@ -97,6 +103,46 @@ class ProviderPaymentOutcome(_Record):
 
     def signed_by(self, secret: str) -> bool:
         return bool(secret) and hmac.compare_digest(self.signature_for(secret), self.signature)
+
+
+# How a provider signs a report: what partners must implement (docs/asyncapi.json, README).
+SIGNATURE_SCHEME = f"""\
+Every report must carry `signature`: the HMAC-SHA256 of the signing input, keyed with the
+secret the provider shares with the platform (its UTF-8 bytes; for the built-in sandbox,
+`SANDBOX_PROVIDER_SECRET`), written as 64 lowercase hexadecimal digits.
+
+The signing input is the UTF-8 encoding of these seven fields joined by `|`, in this order,
+with nothing before, after or in between:
+1. `event_id`: the UUID in its canonical form, lowercase with hyphens
+   (`6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b`), whatever case the report itself uses;
+2. `payment_id`: the integer in decimal;
+3. `outcome`: `succeeded` or `failed`;
+4. `amount`: the decimal with exactly two digits after the point (`28.00`, never `28`);
+5. `reference`: as sent;
+6. `reason`: as sent, the empty string when absent;
+7. `provider`: as sent, `sandbox` when absent.
+
+The platform recomputes it with the secret of the provider the report names and compares in
+constant time. A report without a valid signature, or naming a provider the platform does not
+know, changes nothing: it goes to `payments.provider-events.dlq` with the reason in the
+`{Headers.DLQ_REASON}` header. A retried report (same `event_id`) is applied once."""
+
+# A worked example of SIGNATURE_SCHEME (tests/unit/test_payment_provider.py checks it).
+SIGNATURE_EXAMPLE_SECRET = "example-secret-never-use-0123456789ab"
+SIGNATURE_EXAMPLE = {
+    "type": "ProviderPaymentOutcome",
+    "event_id": "6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b",
+    "payment_id": 42,
+    "outcome": "succeeded",
+    "amount": "28.00",
+    "reference": "psp-7781",
+    "reason": "",
+    "provider": "sandbox",
+    "signature": "6c190544799d2ca9df63e512f99bd0b34749614b0c39a88356f2902c1bdd2718",
+}
+SIGNATURE_EXAMPLE_INPUT = (
+    "6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b|42|succeeded|28.00|psp-7781||sandbox"
+)
 
 
 def sign_report(report: dict[str, object], secret: str) -> ProviderPaymentOutcome:

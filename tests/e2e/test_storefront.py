@@ -12,13 +12,15 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import aiohttp
 import pytest
-from playwright.async_api import BrowserContext, Page, async_playwright, expect
+from playwright.async_api import BrowserContext, Page, Route, async_playwright, expect
 
-from tests.e2e.client import call
+from tests.e2e.client import bearer, call
 from tests.e2e.platform import SHOPSTREAM, Platform
+from tests.fake_oauth import FakeProvider
 from tests.infra import shared_tmpdir
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -251,4 +253,67 @@ async def test_the_admin_journey(
     await expect(page.get_by_role("row", name=re.compile(name))).to_have_count(0)
     await steps.shot("deleted")
     await call(http, "GET", f"{platform.url}/api/v1/products/{created['id']}", 404)
+    assert errors == []
+
+
+async def test_an_oauth_login_ends_on_the_storefront(
+    platform: Platform,
+    http: aiohttp.ClientSession,
+    oauth_provider: FakeProvider,
+    browser: BrowserContext,
+) -> None:
+    """Log in with GitHub (the fake provider, which checks the client, the redirect URI, PKCE
+    and single-use codes): the provider sends the browser to the storefront's
+    /oauth/github/callback, which finishes the login through the API and keeps the tokens."""
+    email = f"octo-{uuid.uuid4().hex[:8]}@example.com"
+    oauth_provider.profiles["github"] = {
+        "id": uuid.uuid4().int % 10**9,
+        "login": "octo",
+        "name": "Octo Shopper",
+        "emails": [{"email": email, "primary": True, "verified": True}],
+    }
+    page, errors = await new_page(browser)
+    steps = Steps(page, "oauth")
+    # The session's platform registers the API's callback with the provider (tests/e2e/
+    # test_identity.py calls it directly); a storefront registers /oauth/<provider>/callback
+    # (README). So the provider's answer is taken as it is and only its redirect is moved there,
+    # with the provider's code and state. (A route sees a navigation's first request only, not
+    # where it is redirected to: hence at the provider.)
+    api_callback = f"{platform.url}/api/v1/oauth/github/callback?"
+    arrived: list[str] = []
+
+    async def to_the_storefront(route: Route) -> None:
+        response = await route.fetch(max_redirects=0)
+        location = response.headers["location"]
+        assert response.status == 302, await response.text()
+        assert location.startswith(api_callback), location
+        query = location.removeprefix(api_callback)
+        arrived.append(query)
+        storefront = f"{platform.url}/oauth/github/callback?{query}"
+        await route.fulfill(response=response, headers={**response.headers, "location": storefront})
+
+    await page.route(f"{oauth_provider.base}/github/authorize?*", to_the_storefront)
+    await page.goto(platform.url + "/#/login")
+    login = page.get_by_role("button", name="Log in with GitHub")
+    await expect(login).to_be_visible()
+    await steps.shot("login")
+    await login.click()
+
+    await expect(page.get_by_role("status").first).to_contain_text("You are logged in.")
+    assert len(arrived) == 1, "the provider sent the browser back once"
+    assert {"code", "state"} <= parse_qs(arrived[0]).keys()
+    assert urlparse(page.url).path == "/", "the code and state are gone from the address bar"
+    await expect(page.get_by_role("link", name="My orders", exact=True)).to_be_visible()
+    await expect(page.get_by_role("link", name="Log in")).to_be_hidden()
+    await steps.shot("logged-in")
+    stored = await page.evaluate("JSON.parse(localStorage.getItem('shopstream.session'))")
+    assert stored["role"] == "user"
+    me = await call(
+        http, "GET", f"{platform.url}/api/v1/users/me", 200, headers=bearer(stored["token"])
+    )
+    assert (me["email"], me["provider"]) == (email, "github")
+
+    await page.get_by_role("link", name="My orders", exact=True).click()
+    await expect(page.get_by_role("heading", level=1, name="My orders")).to_be_visible()
+    await steps.shot("orders")
     assert errors == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
@@ -31,8 +33,17 @@ from gateway.bus import BusClient
 from gateway.grpc_clients import GrpcClients
 from protos import payments_pb2
 from tests.unit.fakes import FakeLedger, FakeOutbox
+from topics.asyncapi import asyncapi_document
 from topics.envelope import ErrorType
-from topics.payments import InitiatePayment, ProviderPaymentOutcome, sign_report
+from topics.payments import (
+    SIGNATURE_EXAMPLE,
+    SIGNATURE_EXAMPLE_INPUT,
+    SIGNATURE_EXAMPLE_SECRET,
+    SIGNATURE_SCHEME,
+    InitiatePayment,
+    ProviderPaymentOutcome,
+    sign_report,
+)
 
 SECRET = "s" * 40
 PAYMENTS = PaymentSettings(public_url="https://shop.example", sandbox_secret=SECRET)
@@ -62,6 +73,43 @@ def report(**changes: Any) -> dict[str, Any]:
         "amount": "28.00",
         "reference": "sandbox:abc",
     } | changes
+
+
+# --- what partners are told to send (docs/asyncapi.json) ---------------------------------------
+
+
+def test_the_documented_signature_example_is_what_the_platform_accepts() -> None:
+    """The example follows the documented scheme computed by hand, not only by our own code."""
+    by_hand = hmac.new(
+        SIGNATURE_EXAMPLE_SECRET.encode(), SIGNATURE_EXAMPLE_INPUT.encode(), hashlib.sha256
+    ).hexdigest()
+    assert by_hand == SIGNATURE_EXAMPLE["signature"]
+    fields = [str(SIGNATURE_EXAMPLE[k]) for k in ("event_id", "payment_id", "outcome", "amount")]
+    fields += [str(SIGNATURE_EXAMPLE[k]) for k in ("reference", "reason", "provider")]
+    assert "|".join(fields) == SIGNATURE_EXAMPLE_INPUT
+    report = ProviderPaymentOutcome.model_validate(SIGNATURE_EXAMPLE)
+    assert report.signing_input() == SIGNATURE_EXAMPLE_INPUT.encode()
+    assert report.signed_by(SIGNATURE_EXAMPLE_SECRET)
+    # The canonical UUID and two decimals, whatever the report's JSON holds.
+    loose = {**SIGNATURE_EXAMPLE, "event_id": str(SIGNATURE_EXAMPLE["event_id"]).upper()}
+    assert ProviderPaymentOutcome.model_validate(loose | {"amount": 28}).signed_by(
+        SIGNATURE_EXAMPLE_SECRET
+    )
+
+
+def test_the_asyncapi_document_says_what_partners_must_send() -> None:
+    document = asyncapi_document()
+    assert document["info"]["version"].split(".")[0] == "2", "a new required field: major"
+    assert "must carry `signature`" in document["info"]["description"]
+    message = document["components"]["messages"]["ProviderPaymentOutcome"]
+    assert "signature" in message["payload"]["required"]
+    assert message["description"] == SIGNATURE_SCHEME
+    assert "HMAC-SHA256" in SIGNATURE_SCHEME
+    for name in ProviderPaymentOutcome.model_fields.keys() - {"type", "signature"}:
+        assert f"`{name}`" in SIGNATURE_SCHEME, name
+    (example,) = message["examples"]
+    assert example["payload"] == SIGNATURE_EXAMPLE
+    assert SIGNATURE_EXAMPLE_INPUT in example["summary"]
 
 
 # --- the sandbox provider and signed reports --------------------------------------------------
