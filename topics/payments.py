@@ -12,7 +12,6 @@ from uuid import UUID
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 from topics.amounts import amount_schema, from_json_number
-
 from topics.envelope import Headers
 
 Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
