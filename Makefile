@@ -6,7 +6,7 @@ RUN_STAMP := $(VENV)/.run-installed
 DEV_STAMP := $(VENV)/.dev-installed
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format codegen bench install clean kafka-jars
+.PHONY: run test lint format codegen bench install clean kafka-jars browser
 
 $(RUN_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,14 @@ run: $(RUN_STAMP)
 kafka-jars: $(RUN_STAMP)
 	$(PY) -c 'from agents.common.kafka import resolve_jars; print("kafka jars in", resolve_jars())'
 
-test: $(DEV_STAMP) kafka-jars
+# Debian's Chromium for the storefront's browser tests (tests/e2e/test_storefront.py), which
+# Playwright drives by its path; Playwright's own browser downloads are never used.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "no /usr/bin/chromium: sudo apt-get install chromium (the browser tests skip without it)"; fi
+
+test: $(DEV_STAMP) kafka-jars browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)

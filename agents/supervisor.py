@@ -7,6 +7,7 @@ import contextlib
 import functools
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -38,6 +39,26 @@ COLOURS = {"users": 35, "products": 36, "orders": 33, "payments": 32, "gateway":
 def run_file(settings: Settings) -> Path:
     """Where a running `shopstream run` says how to reach its PostgreSQL and broker."""
     return settings.state_dir / "run.json"
+
+
+def sandbox_secret(state_dir: Path) -> str:
+    """The sandbox payment provider's report-signing secret on this machine: made once and kept
+    in the state directory (owner-only), so that reports still in the broker verify after a
+    restart. A deployment sets SANDBOX_PROVIDER_SECRET itself (docs/deploy.md)."""
+    path = state_dir / "sandbox-provider-secret"
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        fresh = state_dir / f".sandbox-provider-secret.{os.getpid()}"
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
+        try:
+            os.link(fresh, path)  # never replaces one another `shopstream run` made meanwhile
+        except FileExistsError:
+            pass
+        finally:
+            fresh.unlink()
+    return path.read_text().strip()
 
 
 def say(line: str) -> None:
@@ -186,6 +207,7 @@ async def _supervise(settings: Settings, env: dict[str, str], demo: bool) -> int
                 )
             )
             say(f"ready: gateway on {gateway_url}  (Ctrl-C stops everything)")
+            say(f"the storefront: {gateway_url}/  (payments: the sandbox provider's page)")
             say("an admin account: .venv/bin/shopstream users create-admin --email you@example.com")
             say("or an admin token for local use: .venv/bin/shopstream dev-token --role admin")
             exits = [asyncio.create_task(c.proc.wait()) for c in children if c.proc]
@@ -218,6 +240,8 @@ def run(settings: Settings, *, demo: bool = True) -> int:
     env = dict(os.environ)
     env.setdefault("LOG_FORMAT", "text")
     env.setdefault("SHOPSTREAM_STATE_DIR", str(settings.state_dir.resolve()))
+    if not env.get("SANDBOX_PROVIDER_SECRET"):
+        env["SANDBOX_PROVIDER_SECRET"] = sandbox_secret(settings.state_dir)
     postgres: EmbeddedPostgres | None = None
     tansu: EmbeddedTansu | None = None
     cluster: KafkaCluster | None = None

@@ -21,7 +21,7 @@ from gateway.edge import (
 from gateway.grpc_clients import GrpcClients
 from gateway.keys import BUS, GRPC, PAGES, SETTINGS
 from gateway.middlewares import error_middleware, request_id_middleware
-from gateway.routes import auth, health, orders, products
+from gateway.routes import auth, health, orders, products, sandbox, storefront
 from topics import PRODUCTS_EVENTS
 
 
@@ -97,5 +97,7 @@ def create_app(
     products.setup_routes(app)
     auth.setup_routes(app)
     orders.setup_routes(app)
+    sandbox.setup_routes(app)
+    storefront.setup_routes(app)
     openapi.setup_routes(app)
     return app

@@ -166,6 +166,19 @@ class BusClient:
             self._pending.pop(correlation_id, None)
             self._poll_replies()
 
+    async def publish(
+        self, topic: str, key: str, value: bytes, *, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
+        """Send a message that has no reply; return once the broker has it."""
+        assert self._producer is not None, "BusClient not started"
+        try:
+            async with asyncio.timeout(self._settings.request_timeout_s):
+                await self._producer.send_and_wait(
+                    topic, value, key=key.encode(), headers=list(headers)
+                )
+        except TimeoutError:
+            raise KafkaTimeoutError(f"{topic} did not take the message in time") from None
+
     def _poll_replies(self) -> None:
         """Poll the reply topic only while a request waits: an idle gateway costs the broker
         nothing. Paused, the position stays, so a reply is never skipped."""

@@ -26,8 +26,9 @@ from topics import PRODUCTS_EVENTS
 
 log = logging.getLogger(__name__)
 
-# (page, page size, keyset cursor or 0)
-PageKey = tuple[int, int, int]
+# (the first page's number: 1 on the seed's route, 0 on /api/v1; page index, page size,
+# keyset cursor or 0)
+PageKey = tuple[int, int, int, int]
 
 MAX_PAGES = 256
 # Local writes empty the cache at once; the watcher brings the changes made elsewhere, so it

@@ -24,13 +24,17 @@ AUTH_PATHS = frozenset(
         "/api/v1/auth/logout",
     }
 )
-UNLIMITED_PATHS = frozenset({"/healthz", "/readyz"})
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/"})
+# The storefront's static files: a page load fetches several, and they cost next to nothing.
+UNLIMITED_PREFIXES = ("/assets/",)
 CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Request-ID, traceparent"
 CORS_EXPOSE = "Location, Retry-After, X-Request-ID"
 
 
 def is_auth_path(path: str) -> bool:
+    if path == "/api/v1/auth/providers":
+        return False
     return path in AUTH_PATHS or path.startswith(("/api/v1/oauth/", "/api/v1/auth/"))
 
 
@@ -92,7 +96,8 @@ def _identity(request: web.Request) -> Identity | None:
 @web.middleware
 async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Auth routes per client IP (strictest); then per user with a token, else per IP."""
-    if request.path in UNLIMITED_PATHS or request.method == "OPTIONS":
+    unlimited = request.path in UNLIMITED_PATHS or request.path.startswith(UNLIMITED_PREFIXES)
+    if unlimited or request.method == "OPTIONS":
         return await handler(request)
     limits = request.app[LIMITS]
     client = request.app[CLIENT_ADDRESS].of(request)

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Payment(_message.Message):
-    __slots__ = ("id", "order_id", "user_id", "amount", "status", "reason", "expires_at", "created_at", "updated_at")
+    __slots__ = ("id", "order_id", "user_id", "amount", "status", "reason", "expires_at", "created_at", "updated_at", "token", "redirect_url")
     ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,8 @@ class Payment(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    REDIRECT_URL_FIELD_NUMBER: _ClassVar[int]
     id: int
     order_id: int
     user_id: int
@@ -29,7 +31,35 @@ class Payment(_message.Message):
     expires_at: _timestamp_pb2.Timestamp
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[int] = ..., order_id: _Optional[int] = ..., user_id: _Optional[int] = ..., amount: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    token: str
+    redirect_url: str
+    def __init__(self, id: _Optional[int] = ..., order_id: _Optional[int] = ..., user_id: _Optional[int] = ..., amount: _Optional[str] = ..., status: _Optional[str] = ..., reason: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., token: _Optional[str] = ..., redirect_url: _Optional[str] = ...) -> None: ...
+
+class GetSessionRequest(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    def __init__(self, token: _Optional[str] = ...) -> None: ...
+
+class PaymentSession(_message.Message):
+    __slots__ = ("token", "payment_id", "order_id", "provider", "amount", "return_path", "expires_at", "payment_status")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    RETURN_PATH_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_STATUS_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    payment_id: int
+    order_id: int
+    provider: str
+    amount: str
+    return_path: str
+    expires_at: _timestamp_pb2.Timestamp
+    payment_status: str
+    def __init__(self, token: _Optional[str] = ..., payment_id: _Optional[int] = ..., order_id: _Optional[int] = ..., provider: _Optional[str] = ..., amount: _Optional[str] = ..., return_path: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., payment_status: _Optional[str] = ...) -> None: ...
 
 class GetPaymentByOrderIdRequest(_message.Message):
     __slots__ = ("user_id", "order_id")

@@ -40,6 +40,11 @@ class PaymentServiceStub:
                 request_serializer=protos_dot_payments__pb2.GetPaymentByOrderIdRequest.SerializeToString,
                 response_deserializer=protos_dot_payments__pb2.Payment.FromString,
                 _registered_method=True)
+        self.GetSession = channel.unary_unary(
+                '/shopstream.payments.v1.PaymentService/GetSession',
+                request_serializer=protos_dot_payments__pb2.GetSessionRequest.SerializeToString,
+                response_deserializer=protos_dot_payments__pb2.PaymentSession.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -52,6 +57,14 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSession(self, request, context):
+        """A provider session by its token (the token is the shopper's key to the hosted page);
+        NOT_FOUND when there is none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +72,11 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.GetPaymentByOrderId,
                     request_deserializer=protos_dot_payments__pb2.GetPaymentByOrderIdRequest.FromString,
                     response_serializer=protos_dot_payments__pb2.Payment.SerializeToString,
+            ),
+            'GetSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSession,
+                    request_deserializer=protos_dot_payments__pb2.GetSessionRequest.FromString,
+                    response_serializer=protos_dot_payments__pb2.PaymentSession.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,6 +106,33 @@ class PaymentService:
             '/shopstream.payments.v1.PaymentService/GetPaymentByOrderId',
             protos_dot_payments__pb2.GetPaymentByOrderIdRequest.SerializeToString,
             protos_dot_payments__pb2.Payment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shopstream.payments.v1.PaymentService/GetSession',
+            protos_dot_payments__pb2.GetSessionRequest.SerializeToString,
+            protos_dot_payments__pb2.PaymentSession.FromString,
             options,
             channel_credentials,
             insecure,

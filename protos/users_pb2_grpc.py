@@ -70,6 +70,11 @@ class AuthServiceStub:
                 request_serializer=protos_dot_users__pb2.OAuthCallbackRequest.SerializeToString,
                 response_deserializer=protos_dot_users__pb2.TokenResponse.FromString,
                 _registered_method=True)
+        self.OAuthProviders = channel.unary_unary(
+                '/shopstream.users.v1.AuthService/OAuthProviders',
+                request_serializer=protos_dot_users__pb2.Empty.SerializeToString,
+                response_deserializer=protos_dot_users__pb2.OAuthProvidersResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -122,6 +127,13 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def OAuthProviders(self, request, context):
+        """The OAuth providers configured on this server (a login page shows only their buttons).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -159,6 +171,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.OAuthCallback,
                     request_deserializer=protos_dot_users__pb2.OAuthCallbackRequest.FromString,
                     response_serializer=protos_dot_users__pb2.TokenResponse.SerializeToString,
+            ),
+            'OAuthProviders': grpc.unary_unary_rpc_method_handler(
+                    servicer.OAuthProviders,
+                    request_deserializer=protos_dot_users__pb2.Empty.FromString,
+                    response_serializer=protos_dot_users__pb2.OAuthProvidersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +367,33 @@ class AuthService:
             '/shopstream.users.v1.AuthService/OAuthCallback',
             protos_dot_users__pb2.OAuthCallbackRequest.SerializeToString,
             protos_dot_users__pb2.TokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def OAuthProviders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shopstream.users.v1.AuthService/OAuthProviders',
+            protos_dot_users__pb2.Empty.SerializeToString,
+            protos_dot_users__pb2.OAuthProvidersResponse.FromString,
             options,
             channel_credentials,
             insecure,

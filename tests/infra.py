@@ -20,6 +20,7 @@ from agents.common.embedded import EmbeddedPostgres, EmbeddedTansu, free_port
 from agents.common.kafka import KafkaCluster
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 52
+TEST_SANDBOX_SECRET = "test-sandbox-secret-" + "y" * 44
 
 
 @contextlib.contextmanager
@@ -99,6 +100,7 @@ def base_env(dsn: str, kafka: str, state_dir: Path) -> dict[str, str]:
             "KAFKA_BROKER": kafka,
             "SHOPSTREAM_STATE_DIR": str(state_dir),
             "JWT_SECRET": TEST_JWT_SECRET,
+            "SANDBOX_PROVIDER_SECRET": TEST_SANDBOX_SECRET,
             # Tansu has no idempotent producer; kafka_env() turns it on for Apache Kafka.
             "KAFKA_PRODUCER_IDEMPOTENCE": "false",
             "LOG_FORMAT": "text",

@@ -108,7 +108,10 @@ PAYMENTS_PROVIDER_EVENTS = Topic(
     name="payments.provider-events",
     partitions=8,
     key="the payment id",
-    summary="A payment provider reports outcomes here.",
+    summary=(
+        "A payment provider reports outcomes here, each report signed with the secret it shares "
+        "with the platform (HMAC-SHA256: see ProviderPaymentOutcome)."
+    ),
     messages=payments.PROVIDER,
 )
 PAYMENTS_EVENTS = Topic(

@@ -6,8 +6,21 @@ from typing import Any
 
 from topics import CATALOGUE, INBOUND
 from topics.envelope import Headers, Reply
+from topics.payments import (
+    SIGNATURE_EXAMPLE,
+    SIGNATURE_EXAMPLE_INPUT,
+    SIGNATURE_EXAMPLE_SECRET,
+    SIGNATURE_SCHEME,
+)
 
-VERSION = "1.0.0"
+# Major: a change a partner's producer or consumer must follow (CHANGES says which).
+VERSION = "2.0.0"
+CHANGES = (
+    "2.0.0: a `ProviderPaymentOutcome` on `payments.provider-events` must carry `signature` "
+    "(required; see that message's description for its exact input and algorithm), and may "
+    "name its `provider`; a report without a valid signature is dead-lettered and changes "
+    "nothing. `InitiatePayment` on `payments.commands` opens a provider session."
+)
 
 
 def _message(model: type[Any]) -> dict[str, Any]:
@@ -56,6 +69,19 @@ def asyncapi_document() -> dict[str, Any]:
                 "shows and replays them."
             ),
         }
+    messages["ProviderPaymentOutcome"] |= {
+        "description": SIGNATURE_SCHEME,
+        "examples": [
+            {
+                "name": "signed",
+                "summary": (
+                    f"Signed with the secret `{SIGNATURE_EXAMPLE_SECRET}`; the signing input is "
+                    f"`{SIGNATURE_EXAMPLE_INPUT}`."
+                ),
+                "payload": SIGNATURE_EXAMPLE,
+            }
+        ],
+    }
     messages["Reply"] = _message(Reply)
     channels["gateway.replies.{instance}"] = {
         "address": "gateway.replies.{instance}",
@@ -72,7 +98,10 @@ def asyncapi_document() -> dict[str, Any]:
         "info": {
             "title": "shopstream topics",
             "version": VERSION,
-            "description": "Topic names, keys and message schemas: the API for partner systems.",
+            "description": (
+                "Topic names, keys and message schemas: the API for partner systems.\n\n"
+                f"Changes: {CHANGES}"
+            ),
         },
         "defaultContentType": "application/json",
         "channels": channels,

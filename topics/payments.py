@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+from topics.amounts import amount_schema, from_json_number
+from topics.envelope import Headers
 
 Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
-Money = Annotated[Decimal, Field(ge=0, le=Decimal("999999999999.99"), decimal_places=2)]
+MONEY_MAX = "999999999999.99"
+Money = Annotated[
+    Decimal,
+    BeforeValidator(from_json_number),
+    Field(ge=0, le=Decimal(MONEY_MAX), decimal_places=2),
+    WithJsonSchema(amount_schema(MONEY_MAX), mode="validation"),
+]
+ProviderName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
+# A path on the platform's site ("/#/orders/7"), never another site ("//evil.example").
+ReturnPath = Annotated[str, Field(pattern=r"^/([^/\\\s]\S*)?$", max_length=500)]
 
 
 class _Record(BaseModel):
@@ -27,8 +41,28 @@ class PayPayment(_Record):
     money: Money
 
 
+class InitiatePayment(_Record):
+    """Open a session with a payment provider for a pending payment, for the payment's own
+    amount; the shopper pays on the provider's page. Key: the payment id."""
+
+    type: Literal["InitiatePayment"] = "InitiatePayment"
+    command_id: UUID
+    payment_id: Id
+    user_id: Id
+    provider: ProviderName = "sandbox"
+    # Where the provider's page sends the shopper back: a path on the platform's own site.
+    return_path: ReturnPath = "/"
+    customer_name: Annotated[str, Field(max_length=200)] = ""
+    customer_email: Annotated[str, Field(max_length=254)] = ""
+    customer_phone: Annotated[str, Field(max_length=50)] = ""
+    payment_method: Annotated[str, Field(max_length=50)] = ""
+    payment_channel: Annotated[str, Field(max_length=50)] = ""
+
+
 class ProviderPaymentOutcome(_Record):
-    """A payment provider reports the outcome of a payment. Key: the payment id."""
+    """A payment provider reports the outcome of a payment, as its webhook would, signed with
+    the secret it shares with the platform (`signature`: see `signing_input`). Key: the
+    payment id."""
 
     type: Literal["ProviderPaymentOutcome"] = "ProviderPaymentOutcome"
     event_id: UUID
@@ -37,6 +71,83 @@ class ProviderPaymentOutcome(_Record):
     amount: Money
     reference: Annotated[str, Field(min_length=1, max_length=200)]
     reason: Annotated[str, Field(max_length=500)] = ""
+    provider: ProviderName = "sandbox"
+    signature: Annotated[
+        str,
+        Field(
+            pattern=r"^[0-9a-f]{64}$",
+            description=(
+                "lowercase hex HMAC-SHA256, keyed with the provider's secret, of "
+                "`event_id|payment_id|outcome|amount|reference|reason|provider` (amount with "
+                "two decimals): see the message's description"
+            ),
+        ),
+    ]
+
+    def signing_input(self) -> bytes:
+        """`event_id|payment_id|outcome|amount with 2 decimals|reference|reason|provider`."""
+        fields = (
+            str(self.event_id),
+            str(self.payment_id),
+            self.outcome,
+            f"{self.amount:.2f}",
+            self.reference,
+            self.reason,
+            self.provider,
+        )
+        return "|".join(fields).encode()
+
+    def signature_for(self, secret: str) -> str:
+        return hmac.new(secret.encode(), self.signing_input(), hashlib.sha256).hexdigest()
+
+    def signed_by(self, secret: str) -> bool:
+        return bool(secret) and hmac.compare_digest(self.signature_for(secret), self.signature)
+
+
+# How a provider signs a report: what partners must implement (docs/asyncapi.json, README).
+SIGNATURE_SCHEME = f"""\
+Every report must carry `signature`: the HMAC-SHA256 of the signing input, keyed with the
+secret the provider shares with the platform (its UTF-8 bytes; for the built-in sandbox,
+`SANDBOX_PROVIDER_SECRET`), written as 64 lowercase hexadecimal digits.
+
+The signing input is the UTF-8 encoding of these seven fields joined by `|`, in this order,
+with nothing before, after or in between:
+1. `event_id`: the UUID in its canonical form, lowercase with hyphens
+   (`6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b`), whatever case the report itself uses;
+2. `payment_id`: the integer in decimal;
+3. `outcome`: `succeeded` or `failed`;
+4. `amount`: the decimal with exactly two digits after the point (`28.00`, never `28`);
+5. `reference`: as sent;
+6. `reason`: as sent, the empty string when absent;
+7. `provider`: as sent, `sandbox` when absent.
+
+The platform recomputes it with the secret of the provider the report names and compares in
+constant time. A report without a valid signature, or naming a provider the platform does not
+know, changes nothing: it goes to `payments.provider-events.dlq` with the reason in the
+`{Headers.DLQ_REASON}` header. A retried report (same `event_id`) is applied once."""
+
+# A worked example of SIGNATURE_SCHEME (tests/unit/test_payment_provider.py checks it).
+SIGNATURE_EXAMPLE_SECRET = "example-secret-never-use-0123456789ab"
+SIGNATURE_EXAMPLE = {
+    "type": "ProviderPaymentOutcome",
+    "event_id": "6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b",
+    "payment_id": 42,
+    "outcome": "succeeded",
+    "amount": "28.00",
+    "reference": "psp-7781",
+    "reason": "",
+    "provider": "sandbox",
+    "signature": "6c190544799d2ca9df63e512f99bd0b34749614b0c39a88356f2902c1bdd2718",
+}
+SIGNATURE_EXAMPLE_INPUT = (
+    "6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b|42|succeeded|28.00|psp-7781||sandbox"
+)
+
+
+def sign_report(report: dict[str, object], secret: str) -> ProviderPaymentOutcome:
+    """The report, signed: what a provider sends (the sandbox provider, tests)."""
+    unsigned = ProviderPaymentOutcome.model_validate({**report, "signature": "0" * 64})
+    return unsigned.model_copy(update={"signature": unsigned.signature_for(secret)})
 
 
 class PaymentCreated(_Record):
@@ -76,6 +187,6 @@ PaymentEvent = Annotated[
     PaymentCreated | PaymentSucceeded | PaymentFailed, Field(discriminator="type")
 ]
 
-COMMANDS: tuple[type[BaseModel], ...] = (PayPayment,)
+COMMANDS: tuple[type[BaseModel], ...] = (PayPayment, InitiatePayment)
 PROVIDER: tuple[type[BaseModel], ...] = (ProviderPaymentOutcome,)
 EVENTS: tuple[type[BaseModel], ...] = (PaymentCreated, PaymentSucceeded, PaymentFailed)

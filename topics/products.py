@@ -7,12 +7,36 @@ from decimal import Decimal
 from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    WithJsonSchema,
+)
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+from topics.amounts import amount_schema, from_json_number
+
+# One character str.strip() keeps.
+NOT_BLANK = r"[^\s\u001c-\u001f\u0085]"
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    # Blank is empty once stripped: say so in the schema too (with what Python strips and
+    # JSON Schema's \s does not).
+    Field(pattern=NOT_BLANK),
+]
 Description = Annotated[str, StringConstraints(max_length=5000)]
 ImageUrl = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2048)]
-Price = Annotated[Decimal, Field(ge=0, le=Decimal("9999999999.99"), decimal_places=2)]
+PRICE_MAX = "9999999999.99"
+Price = Annotated[
+    Decimal,
+    BeforeValidator(from_json_number),
+    Field(ge=0, le=Decimal(PRICE_MAX), decimal_places=2),
+    WithJsonSchema(amount_schema(PRICE_MAX), mode="validation"),
+]
 Stock = Annotated[int, Field(ge=0, le=2_147_483_647)]
 ProductId = Annotated[int, Field(ge=1, le=2**63 - 1)]
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import grp
+import hashlib
 import importlib.util
 import os
+import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -17,6 +22,9 @@ from agents.common.process import die_with_parent
 PG_DATABASE = "shopstream"
 _SYSTEM_PG = Path("/usr/lib/postgresql")
 _RUN_AS = "nobody"
+_RUN_AS_GROUP = "nogroup"
+# Where root keeps what the server's user must reach when the clone is in a private folder.
+SHARED_BASE = Path("/var/tmp")
 
 
 class EmbeddedError(RuntimeError):
@@ -80,17 +88,69 @@ def postgres_bin_dir() -> Path:
     return Path(spec.origin).parent / "pginstall" / "bin"
 
 
+def reachable_by(path: Path, uid: int, gid: int) -> bool:
+    """Whether a process of uid:gid may enter every folder down to `path` (and `path` itself,
+    when it is a folder that exists)."""
+    for folder in [*reversed(path.parents), path]:
+        try:
+            st = folder.stat()
+        except FileNotFoundError:
+            return True
+        if not stat.S_ISDIR(st.st_mode):
+            continue
+        if st.st_uid == uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid == gid:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return False
+    return True
+
+
+def shared_folder(base: Path = SHARED_BASE) -> Path:
+    """`base`/shopstream-<uid>: ours alone to write, enterable by the server's user (0711).
+
+    /var/tmp is writable by anyone, so a folder found there is used only if it is a real
+    folder (not a link), ours, and writable by no one else."""
+    folder = base / f"shopstream-{os.geteuid()}"
+    with contextlib.suppress(FileExistsError):
+        folder.mkdir(mode=0o711)
+    st = folder.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise EmbeddedError(f"{folder} is not a folder of ours that only we may write: remove it")
+    folder.chmod(0o711)
+    return folder
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(str(path).encode()).hexdigest()[:16]
+
+
 class EmbeddedPostgres:
     """A PostgreSQL server on 127.0.0.1 whose data directory outlives it (trust auth, loopback).
 
-    As root the server runs as `nobody`, since PostgreSQL refuses to run as root.
+    As root the server runs as `nobody`, since PostgreSQL refuses to run as root. When `nobody`
+    cannot reach `data_dir` (a clone in root's 0700 home), the data lives in
+    /var/tmp/shopstream-0/<digest of data_dir>-pgdata instead, one folder per data_dir, and
+    `data_dir` is left alone; binaries it cannot reach are copied there once, likewise.
     """
 
-    def __init__(self, data_dir: Path, *, port: int | None = None, durable: bool = True) -> None:
-        self.data_dir = data_dir.resolve()
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int | None = None,
+        durable: bool = True,
+        shared_base: Path = SHARED_BASE,
+    ) -> None:
+        self.requested_dir = data_dir.resolve()
+        self.data_dir = self.requested_dir
+        self._shared_base = shared_base
         self.port = port or free_port()
         self.durable = durable
-        self.log_path = self.data_dir.parent / "postgres.log"
+        self.log_path = self.requested_dir.parent / "postgres.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -108,9 +168,30 @@ class EmbeddedPostgres:
             "stdout": self._log,
             "stderr": subprocess.STDOUT,
             "user": user,
-            "group": "nogroup" if user else None,
+            "group": _RUN_AS_GROUP if user else None,
             "cwd": self.data_dir.parent,
         }
+
+    def _server_ids(self) -> tuple[int, int]:
+        return pwd.getpwnam(_RUN_AS).pw_uid, grp.getgrnam(_RUN_AS_GROUP).gr_gid
+
+    def _place(self, bins: Path) -> Path:
+        """Where the data and the binaries go, so that the server's user can reach both."""
+        uid, gid = self._server_ids()
+        if not reachable_by(self.requested_dir, uid, gid):
+            self.data_dir = shared_folder(self._shared_base) / (
+                f"{_digest(self.requested_dir)}-pgdata"
+            )
+        if reachable_by(bins / "postgres", uid, gid):
+            return bins
+        install = bins.parent
+        copy = shared_folder(self._shared_base) / f"pginstall-{_digest(install)}"
+        if not copy.exists():
+            staging = copy.with_name(f"{copy.name}.{os.getpid()}")
+            shutil.copytree(install, staging, symlinks=True)
+            staging.chmod(0o755)
+            os.replace(staging, copy)
+        return copy / "bin"
 
     def _run(self, args: list[str]) -> None:
         assert self._log is not None
@@ -125,14 +206,16 @@ class EmbeddedPostgres:
 
     def start(self, timeout: float = 60.0) -> str:
         bins = postgres_bin_dir()
-        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
+        self.requested_dir.parent.mkdir(parents=True, exist_ok=True)
         user = self._user()
+        if user:
+            bins = self._place(bins)
+        self._log = self.log_path.open("ab")
         fresh = not (self.data_dir / "PG_VERSION").exists()
         if fresh:
             self.data_dir.mkdir(mode=0o700, exist_ok=True)
             if user:
-                shutil.chown(self.data_dir, user, "nogroup")
+                shutil.chown(self.data_dir, user, _RUN_AS_GROUP)
             self._run(
                 [
                     str(bins / "initdb"),

@@ -149,7 +149,18 @@ class OAuthProvider:
 
     @property
     def configured(self) -> bool:
-        return bool(self.client_id and self.client_secret and self.redirect_url)
+        return not self.missing_settings
+
+    @property
+    def missing_settings(self) -> list[str]:
+        """The environment variables still to set before this login works."""
+        prefix = self.name.upper()
+        given = {
+            "CLIENT_ID": self.client_id,
+            "CLIENT_SECRET": self.client_secret,
+            "REDIRECT_URL": self.redirect_url,
+        }
+        return [f"{prefix}_{name}" for name, value in given.items() if not value]
 
 
 PROVIDERS: dict[str, OAuthProvider] = {
@@ -206,6 +217,25 @@ class EdgeSettings:
 
 
 @dataclass(frozen=True)
+class PaymentSettings:
+    """Payment providers: which one a new session goes to, and the secrets that sign reports."""
+
+    provider: str = "sandbox"
+    # Where browsers reach the gateway, which serves the sandbox provider's hosted page.
+    public_url: str = "http://127.0.0.1:8080"
+    # No default: `shopstream run` makes one (agents/supervisor.py); a deployment sets its own.
+    sandbox_secret: str = field(default="", repr=False)
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        """Each provider's report-signing secret, by provider name."""
+        return {"sandbox": self.sandbox_secret}
+
+
+PAYMENT_PROVIDERS = ("sandbox",)
+
+
+@dataclass(frozen=True)
 class Settings:
     database_url: str = ""
     kafka_broker: str = ""
@@ -230,6 +260,7 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     page_size: int = 10
     payment_ttl_s: float = 900.0
+    payments: PaymentSettings = field(default_factory=PaymentSettings)
     db_pool_max: int = 10
     state_dir: Path = Path(".shopstream")
     log_level: str = "INFO"
@@ -302,6 +333,7 @@ class Settings:
             max_body_bytes=_int(e, "MAX_BODY_BYTES", d.max_body_bytes),
             page_size=_int(e, "PAGE_SIZE", d.page_size),
             payment_ttl_s=_float(e, "PAYMENT_TTL_S", d.payment_ttl_s),
+            payments=_payment_settings(e, gateway_port),
             db_pool_max=_int(e, "DB_POOL_MAX", d.db_pool_max),
             state_dir=Path(_str(e, "SHOPSTREAM_STATE_DIR", str(d.state_dir))),
             log_level=_str(e, "LOG_LEVEL", d.log_level).upper(),
@@ -325,6 +357,15 @@ class Settings:
         if not self.database_url:
             raise SettingsError("DATABASE_URL is not set (shopstream run sets it for its children)")
         return self.database_url
+
+    def require_payment_secrets(self) -> None:
+        """The gateway and the payments worker sign and check provider reports: they refuse to
+        start without the secret of the provider in use."""
+        if self.payments.provider == "sandbox" and not self.payments.sandbox_secret:
+            raise SettingsError(
+                "SANDBOX_PROVIDER_SECRET is not set: the gateway and the payments worker need the "
+                "same one, at least 32 characters (shopstream run makes one for its children)"
+            )
 
     def require_kafka(self) -> str:
         if not self.kafka_broker:
@@ -415,6 +456,22 @@ def _auth_settings(e: Mapping[str, str]) -> AuthSettings:
         if p.redirect_url and not p.redirect_url.startswith(("https://", "http://")):
             raise SettingsError(f"{up}_REDIRECT_URL must be an http(s) URL")
     return auth
+
+
+def _payment_settings(e: Mapping[str, str], gateway_port: int) -> PaymentSettings:
+    d = PaymentSettings()
+    payments = PaymentSettings(
+        provider=_str(e, "PAYMENT_PROVIDER", d.provider),
+        public_url=_str(e, "PUBLIC_URL", f"http://127.0.0.1:{gateway_port}").rstrip("/"),
+        sandbox_secret=_str(e, "SANDBOX_PROVIDER_SECRET", d.sandbox_secret),
+    )
+    if payments.provider not in PAYMENT_PROVIDERS:
+        raise SettingsError(f"PAYMENT_PROVIDER must be one of {', '.join(PAYMENT_PROVIDERS)}")
+    if not payments.public_url.startswith(("https://", "http://")):
+        raise SettingsError("PUBLIC_URL must be an http(s) URL")
+    if payments.sandbox_secret and len(payments.sandbox_secret) < 32:
+        raise SettingsError("SANDBOX_PROVIDER_SECRET must be at least 32 characters")
+    return payments
 
 
 def _edge_settings(e: Mapping[str, str], gateway_port: int) -> EdgeSettings:

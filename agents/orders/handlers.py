@@ -49,7 +49,7 @@ def _duplicate(cmd: PlaceOrder, meta: RequestMeta, existing: OrderRow) -> Reply 
     is the same request redelivered); another body is refused; a second request while the
     first is undecided is a conflict."""
     if existing.request_hash != cmd.request_hash:
-        return Reply.failure(ErrorType.INVALID, "this Idempotency-Key was used for another order")
+        return Reply.failure(ErrorType.CONFLICT, "this Idempotency-Key was used for another order")
     if existing.status in DECIDED:
         return order_reply(existing)
     if meta.correlation_id and existing.correlation_id == meta.correlation_id:

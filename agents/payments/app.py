@@ -17,13 +17,14 @@ from agents.common.relay import Effects
 from agents.common.runtime import DomainRuntime, create_faust_app
 from agents.common.settings import Settings
 from agents.payments import DOMAIN, handlers
+from agents.payments.providers import providers
 from agents.payments.repository import PaymentsUnitOfWork
 from agents.payments.servicer import PaymentServicer
 from protos import payments_pb2, payments_pb2_grpc
 from topics import ORDERS_EVENTS, PAYMENTS_COMMANDS, PAYMENTS_PROVIDER_EVENTS
 from topics.envelope import Reply
 from topics.orders import OrderAwaitingPayment
-from topics.payments import PayPayment, ProviderPaymentOutcome
+from topics.payments import InitiatePayment, PayPayment, ProviderPaymentOutcome
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +59,13 @@ def bootstrap(settings: Settings) -> tuple[faust.App, DomainRuntime]:
 
         return each(one)
 
+    known = providers(settings.payments)
+
     async def pay(cmd: PayPayment, uow: PaymentsUnitOfWork) -> Reply:
         return await handlers.pay(cmd, uow)
+
+    async def initiate(cmd: InitiatePayment, uow: PaymentsUnitOfWork) -> Reply:
+        return await handlers.initiate(cmd, uow, known)
 
     async def reported(event: ProviderPaymentOutcome, uow: PaymentsUnitOfWork) -> Reply:
         return await handlers.provider_outcome(event, uow)
@@ -73,18 +79,17 @@ def bootstrap(settings: Settings) -> tuple[faust.App, DomainRuntime]:
         app,
         runtime,
         PAYMENTS_COMMANDS,
-        {"PayPayment": Route(PayPayment.model_validate_json, handled(pay))},
+        {
+            "PayPayment": Route(PayPayment.model_validate_json, handled(pay)),
+            "InitiatePayment": Route(InitiatePayment.model_validate_json, handled(initiate)),
+        },
         commands=True,
     )
     batch_agent(
         app,
         runtime,
         PAYMENTS_PROVIDER_EVENTS,
-        {
-            "ProviderPaymentOutcome": Route(
-                ProviderPaymentOutcome.model_validate_json, handled(reported)
-            )
-        },
+        {"ProviderPaymentOutcome": Route(handlers.report_decoder(known), handled(reported))},
         commands=True,
     )
     batch_agent(

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
 import asyncpg
+from pydantic import ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agents.common.agent import Inbound
 from agents.common.errors import Conflict, Invalid, NotFound
 from agents.common.ledger import handle_once
 from agents.common.relay import Effects
+from agents.payments.providers import PaymentProvider, SessionRequest
 from agents.payments.repository import PaymentRow, PaymentsUnitOfWork, create_many
 from topics import PAYMENTS_EVENTS
 from topics.envelope import Reply
 from topics.orders import OrderAwaitingPayment
 from topics.payments import (
+    InitiatePayment,
     PaymentCreated,
     PaymentFailed,
     PaymentSucceeded,
@@ -69,21 +74,81 @@ async def create_payments(
         )
 
 
+def _payable(payment: PaymentRow | None, user_id: int, payment_id: int) -> PaymentRow:
+    """The caller's payment, still to be paid; otherwise the error that says why not."""
+    if payment is None or payment.user_id != user_id:
+        raise NotFound(f"payment {payment_id} does not exist")
+    if payment.status == "succeeded":
+        raise Conflict(f"payment {payment.id} is already paid")
+    if payment.status == "failed" or payment.expires_at < _now():
+        raise Conflict(
+            f"payment {payment.id} can no longer be paid ({payment.reason or 'expired'})"
+        )
+    return payment
+
+
+async def initiate(
+    cmd: InitiatePayment, uow: PaymentsUnitOfWork, providers: Mapping[str, PaymentProvider]
+) -> Reply:
+    """A session with the provider for the payment's own amount; asked again while it is
+    open, the same session (a shopper who clicks Pay twice pays once)."""
+
+    async def apply(u: PaymentsUnitOfWork) -> Reply:
+        provider = providers.get(cmd.provider)
+        if provider is None:
+            raise Invalid(f"no payment provider {cmd.provider}")
+        payment = _payable(await u.payments.lock(cmd.payment_id), cmd.user_id, cmd.payment_id)
+        session = await u.payments.open_session(payment.id, provider.name)
+        if session is None:
+            created = await provider.create_session(
+                SessionRequest(
+                    payment_id=payment.id,
+                    order_id=payment.order_id,
+                    amount=payment.amount,
+                    expires_at=payment.expires_at,
+                    customer_name=cmd.customer_name,
+                    customer_email=cmd.customer_email,
+                    payment_method=cmd.payment_method,
+                )
+            )
+            session = await u.payments.add_session(payment, provider.name, created, cmd.return_path)
+        return Reply.success({"session": session.to_json()})
+
+    return await handle_once(uow, cmd.command_id, apply)
+
+
+def report_decoder(
+    providers: Mapping[str, PaymentProvider],
+) -> Callable[[bytes], ProviderPaymentOutcome]:
+    """Reads a provider's report; one not signed by a known provider is invalid (and so goes
+    to the dead-letter topic with the reason)."""
+
+    def decode(raw: bytes) -> ProviderPaymentOutcome:
+        report = ProviderPaymentOutcome.model_validate_json(raw)
+        provider = providers.get(report.provider)
+        if provider is not None and provider.verify(report):
+            return report
+        error = PydanticCustomError(
+            "signature",
+            "not signed with the secret of provider {provider}",
+            {"provider": report.provider},
+        )
+        raise ValidationError.from_exception_data(
+            "ProviderPaymentOutcome",
+            [InitErrorDetails(type=error, loc=("signature",), input=report.signature)],
+        )
+
+    return decode
+
+
 async def pay(cmd: PayPayment, uow: PaymentsUnitOfWork) -> Reply:
     """Charge the payment if it is the caller's, pending, and `money` is its amount exactly."""
 
     async def apply(u: PaymentsUnitOfWork) -> Reply:
-        payment = await u.payments.lock(cmd.payment_id)
-        if payment is None or payment.user_id != cmd.user_id:
-            raise NotFound(f"payment {cmd.payment_id} does not exist")
-        if payment.status == "succeeded":
-            raise Conflict(f"payment {payment.id} is already paid")
-        if payment.status == "failed" or payment.expires_at < _now():
-            raise Conflict(
-                f"payment {payment.id} can no longer be paid ({payment.reason or 'expired'})"
-            )
+        payment = _payable(await u.payments.lock(cmd.payment_id), cmd.user_id, cmd.payment_id)
         if cmd.money != payment.amount:
-            raise Invalid(f"money must be the payment's amount, {payment.amount}")
+            # Well-formed, but not what this payment asks for: a conflict with its state.
+            raise Conflict(f"money must be the payment's amount, {payment.amount}")
         await u.payments.settle(payment.id, "succeeded")
         await u.payments.record(payment.id, cmd.money, "succeeded", "api")
         await _succeeded(u, payment)

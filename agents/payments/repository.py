@@ -11,6 +11,7 @@ import asyncpg
 
 from agents.common.db import PgUnitOfWork, rfc3339
 from agents.common.relay import Effects
+from agents.payments.providers import ProviderSession
 from topics.orders import OrderAwaitingPayment
 
 COLUMNS = "id, order_id, user_id, amount, status, reason, expires_at, created_at, updated_at"
@@ -38,7 +39,33 @@ WHERE id IN (
 )
 RETURNING {COLUMNS}
 """
-BY_ORDER_FOR_USER = f"SELECT {COLUMNS} FROM payments WHERE order_id = $1 AND user_id = $2"
+BY_ORDER_FOR_USER = f"""
+SELECT {COLUMNS}, s.token, s.redirect_url FROM payments
+LEFT JOIN LATERAL (
+    SELECT token, redirect_url FROM payment_sessions WHERE payment_id = payments.id
+    ORDER BY created_at DESC LIMIT 1
+) s ON true
+WHERE order_id = $1 AND user_id = $2
+"""
+SESSION_COLUMNS = """
+s.token, s.payment_id, p.order_id, s.provider, s.amount, s.redirect_url, s.return_path,
+s.va_number, s.qr_code_url, s.expires_at, p.status AS payment_status
+"""
+OPEN_SESSION = f"""
+SELECT {SESSION_COLUMNS} FROM payment_sessions s JOIN payments p ON p.id = s.payment_id
+WHERE s.payment_id = $1 AND s.provider = $2 AND s.expires_at > now()
+ORDER BY s.created_at DESC LIMIT 1
+"""
+ADD_SESSION = """
+INSERT INTO payment_sessions
+    (token, payment_id, provider, amount, redirect_url, return_path, va_number, qr_code_url,
+     expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+"""
+SESSION_BY_TOKEN = f"""
+SELECT {SESSION_COLUMNS} FROM payment_sessions s JOIN payments p ON p.id = s.payment_id
+WHERE s.token = $1
+"""
 
 
 @dataclass(frozen=True)
@@ -69,6 +96,41 @@ class PaymentRow:
         }
 
 
+@dataclass(frozen=True)
+class SessionRow:
+    token: str
+    payment_id: int
+    order_id: int
+    provider: str
+    amount: Decimal
+    redirect_url: str
+    return_path: str
+    va_number: str
+    qr_code_url: str
+    expires_at: datetime
+    payment_status: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The seed's `POST /payment/initiate` answer, and shopstream's names beside it."""
+        return {
+            "payment_id": self.payment_id,
+            "order_id": self.order_id,
+            "provider": self.provider,
+            "amount": float(self.amount),
+            "token": self.token,
+            "redirect_url": self.redirect_url,
+            "va_number": self.va_number or None,
+            "qr_code_url": self.qr_code_url or None,
+            "expired_at": rfc3339(self.expires_at),
+            "expires_at": rfc3339(self.expires_at),
+            "status": self.payment_status,
+        }
+
+
+def _session(row: asyncpg.Record | None) -> SessionRow | None:
+    return None if row is None else SessionRow(**dict(row))
+
+
 def _payment(row: asyncpg.Record | None) -> PaymentRow | None:
     return None if row is None else PaymentRow(**dict(row))
 
@@ -93,6 +155,38 @@ class PaymentRepository:
     async def record(self, payment_id: int, money: Decimal, outcome: str, source: str) -> None:
         await self._conn.execute(TRANSACTION, payment_id, money, outcome, source)
 
+    async def open_session(self, payment_id: int, provider: str) -> SessionRow | None:
+        return _session(await self._conn.fetchrow(OPEN_SESSION, payment_id, provider))
+
+    async def add_session(
+        self, payment: PaymentRow, provider: str, session: ProviderSession, return_path: str
+    ) -> SessionRow:
+        await self._conn.execute(
+            ADD_SESSION,
+            session.token,
+            payment.id,
+            provider,
+            payment.amount,
+            session.redirect_url,
+            return_path,
+            session.va_number,
+            session.qr_code_url,
+            session.expires_at,
+        )
+        return SessionRow(
+            token=session.token,
+            payment_id=payment.id,
+            order_id=payment.order_id,
+            provider=provider,
+            amount=payment.amount,
+            redirect_url=session.redirect_url,
+            return_path=return_path,
+            va_number=session.va_number,
+            qr_code_url=session.qr_code_url,
+            expires_at=session.expires_at,
+            payment_status=payment.status,
+        )
+
     async def expire_due(self, limit: int) -> list[PaymentRow]:
         rows = await self._conn.fetch(EXPIRE_DUE, limit)
         return [p for r in rows if (p := _payment(r)) is not None]
@@ -109,8 +203,20 @@ class PaymentsUnitOfWork(PgUnitOfWork):
         self.payments = PaymentRepository(conn)
 
 
-async def payment_for_user(pool: asyncpg.Pool, user_id: int, order_id: int) -> PaymentRow | None:
-    return _payment(await pool.fetchrow(BY_ORDER_FOR_USER, order_id, user_id))
+async def payment_for_user(
+    pool: asyncpg.Pool, user_id: int, order_id: int
+) -> tuple[PaymentRow, str, str] | None:
+    """The user's payment of the order, with its newest session's token and URL ("" before)."""
+    row = await pool.fetchrow(BY_ORDER_FOR_USER, order_id, user_id)
+    if row is None:
+        return None
+    fields = dict(row)
+    token, url = fields.pop("token") or "", fields.pop("redirect_url") or ""
+    return PaymentRow(**fields), token, url
+
+
+async def session_by_token(pool: asyncpg.Pool, token: str) -> SessionRow | None:
+    return _session(await pool.fetchrow(SESSION_BY_TOKEN, token))
 
 
 async def create_many(

@@ -1,4 +1,5 @@
-"""gRPC PaymentService: a user's payment by order id; another user's is NOT_FOUND."""
+"""gRPC PaymentService: a user's payment by order id (another user's is NOT_FOUND), and a
+provider session by its token."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import grpc
 
 from agents.common.errors import NotFound
 from agents.common.rpc import rpc, timestamp
-from agents.payments.repository import PaymentRow, payment_for_user
+from agents.payments.repository import PaymentRow, SessionRow, payment_for_user, session_by_token
 from protos import payments_pb2, payments_pb2_grpc
 
 
-def payment_proto(p: PaymentRow) -> payments_pb2.Payment:
+def payment_proto(p: PaymentRow, token: str = "", redirect_url: str = "") -> payments_pb2.Payment:
     return payments_pb2.Payment(
         id=p.id,
         order_id=p.order_id,
@@ -22,6 +23,21 @@ def payment_proto(p: PaymentRow) -> payments_pb2.Payment:
         expires_at=timestamp(p.expires_at),
         created_at=timestamp(p.created_at),
         updated_at=timestamp(p.updated_at),
+        token=token,
+        redirect_url=redirect_url,
+    )
+
+
+def session_proto(s: SessionRow) -> payments_pb2.PaymentSession:
+    return payments_pb2.PaymentSession(
+        token=s.token,
+        payment_id=s.payment_id,
+        order_id=s.order_id,
+        provider=s.provider,
+        amount=f"{s.amount:.2f}",
+        return_path=s.return_path,
+        expires_at=timestamp(s.expires_at),
+        payment_status=s.payment_status,
     )
 
 
@@ -33,7 +49,16 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):  # type: ignore
     async def GetPaymentByOrderId(
         self, request: payments_pb2.GetPaymentByOrderIdRequest, context: grpc.aio.ServicerContext
     ) -> payments_pb2.Payment:
-        payment = await payment_for_user(self._pool, request.user_id, request.order_id)
-        if payment is None:
+        found = await payment_for_user(self._pool, request.user_id, request.order_id)
+        if found is None:
             raise NotFound(f"no payment for order {request.order_id}")
-        return payment_proto(payment)
+        return payment_proto(*found)
+
+    @rpc
+    async def GetSession(
+        self, request: payments_pb2.GetSessionRequest, context: grpc.aio.ServicerContext
+    ) -> payments_pb2.PaymentSession:
+        session = await session_by_token(self._pool, request.token)
+        if session is None:
+            raise NotFound("no such payment session")
+        return session_proto(session)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.common.errors import Conflict, DomainError, Invalid, NotFound, Unauthorized, Unavailable
+from agents.common.errors import Conflict, DomainError, Invalid, NotFound, Unauthorized
 
 
 class UserError(DomainError):
@@ -37,6 +37,11 @@ class UnknownProvider(UserError, Invalid):
         super().__init__(f"unknown provider {provider!r}")
 
 
-class ProviderNotConfigured(UserError, Unavailable):
-    def __init__(self, provider: str) -> None:
-        super().__init__(f"{provider} login is not configured on this server")
+class ProviderNotConfigured(UserError, NotFound):
+    """A login this server does not offer until its settings are given: the client's to fix
+    (or the operator's), never a server error."""
+
+    def __init__(self, provider: str, missing: list[str]) -> None:
+        super().__init__(
+            f"{provider} login is not configured on this server: set {', '.join(missing)}"
+        )

@@ -160,8 +160,12 @@ class IdentityService:
         if provider is None:
             raise UnknownProvider(name)
         if not provider.configured:
-            raise ProviderNotConfigured(name)
+            raise ProviderNotConfigured(name, provider.missing_settings)
         return provider
+
+    def oauth_providers(self) -> list[str]:
+        """The providers a login may use here: those with a client configured."""
+        return [p.name for p in self._settings.auth.providers.values() if p.configured]
 
     async def oauth_start(self, provider_name: str) -> str:
         provider = self._provider(provider_name)

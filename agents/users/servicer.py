@@ -81,3 +81,9 @@ class AuthServicer(users_pb2_grpc.AuthServiceServicer):  # type: ignore[misc]
     ) -> users_pb2.TokenResponse:
         issued = await self._service.oauth_callback(request.provider, request.code, request.state)
         return tokens_proto(issued)
+
+    @rpc
+    async def OAuthProviders(
+        self, request: users_pb2.Empty, context: grpc.aio.ServicerContext
+    ) -> users_pb2.OAuthProvidersResponse:
+        return users_pb2.OAuthProvidersResponse(providers=self._service.oauth_providers())

@@ -63,6 +63,19 @@ async def send_command(
     return reply.result
 
 
+def json_response(
+    model: BaseModel, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """A response serialized by its model: the fields the model declares, in JSON."""
+    return web.Response(
+        body=model.model_dump_json(exclude_unset=True).encode(),
+        status=status,
+        headers=headers,
+        content_type="application/json",
+        charset="utf-8",
+    )
+
+
 def iso_time(ts: Timestamp) -> str:
     """RFC 3339 in UTC, as the seed's clients read times: 2026-01-02T03:04:05Z."""
     return ts.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")

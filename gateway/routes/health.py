@@ -6,13 +6,16 @@ import asyncio
 
 from aiohttp import web
 
+from gateway.api import Operation, Response, add_operations
 from gateway.grpc_clients import DOMAINS
 from gateway.keys import BUS, GRPC, REQUEST_ID
 from gateway.problems import problem_response
+from gateway.routes import json_response
+from gateway.schemas import Health, Ready
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response(Health(status="ok"))
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -25,7 +28,7 @@ async def readyz(request: web.Request) -> web.Response:
     checks = {"kafka": "ok" if request.app[BUS].ready else "down"}
     checks |= {d: "ok" if ok else "down" for d, ok in zip(DOMAINS, results, strict=True)}
     if all(v == "ok" for v in checks.values()):
-        return web.json_response({"status": "ready", "checks": checks})
+        return json_response(Ready(status="ready", checks=checks))
     down = ", ".join(k for k, v in checks.items() if v != "ok")
     return problem_response(
         503,
@@ -37,6 +40,18 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
+OPERATIONS = (
+    Operation("GET", "/healthz", healthz, "Alive", {200: Response("alive", Health)}),
+    Operation(
+        "GET",
+        "/readyz",
+        readyz,
+        "Ready: Kafka and every domain (and its Postgres) answer",
+        {200: Response("ready", Ready)},
+        (503,),
+    ),
+)
+
+
 def setup_routes(app: web.Application) -> None:
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    add_operations(app, OPERATIONS)

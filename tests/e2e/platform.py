@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.common.embedded import port_open
+from agents.supervisor import sandbox_secret
 from tests.infra import base_env
 
 SHOPSTREAM = str(Path(sys.executable).parent / "shopstream")
@@ -31,6 +32,11 @@ class Platform:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.env['GATEWAY_PORT']}"
+
+    @property
+    def sandbox_secret(self) -> str:
+        """The secret `shopstream run` made for the sandbox provider, as its children got it."""
+        return self.env.get("SANDBOX_PROVIDER_SECRET") or sandbox_secret(self.state_dir)
 
     def addr(self, env_name: str) -> str:
         return self.env[env_name]
@@ -138,5 +144,6 @@ class Platform:
 
 def platform_env(state_dir: Path) -> dict[str, str]:
     env = base_env("", "", state_dir)
-    del env["DATABASE_URL"], env["KAFKA_BROKER"]
+    # As under `make run`, shopstream run makes the sandbox provider's secret itself.
+    del env["DATABASE_URL"], env["KAFKA_BROKER"], env["SANDBOX_PROVIDER_SECRET"]
     return env

@@ -142,7 +142,7 @@ async def _place(
     deadline = time.monotonic() + PATIENCE_S
     while True:
         status, body = await request_json(
-            http, "POST", f"{world.url}/order/", headers=headers, json={"items": items}
+            http, "POST", f"{world.url}/api/v1/orders", headers=headers, json={"items": items}
         )
         if status in (201, 409) and "order" in body:
             order: dict[str, Any] = body["order"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from typing import Any
 
@@ -16,6 +15,7 @@ from protos import orders_pb2, orders_pb2_grpc, payments_pb2, payments_pb2_grpc
 from tests.e2e.client import bearer, call
 from tests.e2e.platform import Platform
 from tests.helpers import eventually
+from topics.payments import sign_report
 
 pytestmark = pytest.mark.e2e
 
@@ -83,13 +83,19 @@ async def test_order_then_pay(
         },
     )
     order = placed["order"]
-    assert order["status"] == "awaiting_payment"
+    # The seed's words on the seed's route: placed and not yet paid is `pending`.
+    assert order["status"] == "pending"
     assert order["total_price"] == 28.0
     assert sorted((i["product_id"], i["price"]) for i in order["order_items"]) == [
         (a, 12.5),
         (b, 3.0),
     ]
-    assert [h["status"] for h in order["status_history"]] == ["pending", "awaiting_payment"]
+    seed = await call(http, "GET", f"{url}/order/{order['id']}", 200, headers=buyer)
+    assert seed["order"]["status"] == "pending"
+    assert {i["price"] for i in seed["order"]["order_items"]} == {12.5, 3.0}
+    own = await call(http, "GET", f"{url}/api/v1/orders/{order['id']}", 200, headers=buyer)
+    assert own["status"] == "awaiting_payment"
+    assert [h["status"] for h in own["status_history"]] == ["pending", "awaiting_payment"]
     assert await stock_of(platform, http, a) == 8
 
     async def payment() -> dict[str, Any] | None:
@@ -98,11 +104,12 @@ async def test_order_then_pay(
 
     pay = await eventually(payment, what="the order's payment")
     assert (pay["amount"], pay["total_price"], pay["status"]) == (28.0, 28.0, "pending")
+    assert "expired_at" in pay
     await call(
         http,
         "POST",
         f"{url}/payment/transaction",
-        422,
+        409,
         headers=buyer,
         json={"payment_id": pay["id"], "money": 27.99},
     )
@@ -126,12 +133,15 @@ async def test_order_then_pay(
 
     async def paid() -> dict[str, Any] | None:
         got = await call(http, "GET", f"{url}/order/{order['id']}", 200, headers=buyer)
-        return got if got["status"] == "paid" else None
+        return dict(got["order"]) if got["order"]["status"] == "paid" else None
 
-    final = await eventually(paid, what="the order paid")
+    await eventually(paid, what="the order paid")
+    final = await call(http, "GET", f"{url}/api/v1/orders/{order['id']}", 200, headers=buyer)
     assert [h["status"] for h in final["status_history"]][-1] == "paid"
+    paid_payment = await call(http, "GET", f"{url}/payment/order/{order['id']}", 200, headers=buyer)
+    assert paid_payment["status"] == "paid"
     history = await call(http, "GET", f"{url}/order/?offset=0", 200, headers=buyer)
-    assert [o["id"] for o in history["orders"]] == [order["id"]]
+    assert [(o["id"], o["status"]) for o in history["orders"]] == [(order["id"], "paid")]
 
 
 async def test_an_order_past_the_stock_is_rejected(
@@ -147,7 +157,7 @@ async def test_an_order_past_the_stock_is_rejected(
         headers=buyer,
         json={"items": [{"product_id": product, "quantity": 2}]},
     )
-    assert rejected["order"]["status"] == "rejected"
+    assert rejected["order"]["status"] == "failed"
     assert await stock_of(platform, http, product) == 1
     await call(http, "POST", f"{platform.url}/order/", 422, headers=buyer, json={"items": []})
 
@@ -191,10 +201,16 @@ async def test_an_unpaid_order_expires_and_its_stock_comes_back(
         got = await call(
             http, "GET", f"{platform.url}/order/{placed['order']['id']}", 200, headers=buyer
         )
-        return got if got["status"] == "cancelled" else None
+        return dict(got["order"]) if got["order"]["status"] == "expired" else None
 
-    order = await eventually(cancelled, timeout=30, what="the unpaid order cancelled")
-    assert order["status_history"][-1]["reason"] == "expired"
+    order = await eventually(cancelled, timeout=30, what="the unpaid order expired")
+    assert order["reason"] == "expired"
+    own = await call(http, "GET", f"{platform.url}/api/v1/orders/{order['id']}", 200, headers=buyer)
+    assert own["status"] == "cancelled"
+    payment = await call(
+        http, "GET", f"{platform.url}/payment/order/{order['id']}", 200, headers=buyer
+    )
+    assert payment["status"] == "expired"
 
     async def restored() -> bool:
         return await stock_of(platform, http, product) == 3
@@ -272,7 +288,7 @@ async def test_idempotency_keys(
         http,
         "POST",
         f"{platform.url}/order/",
-        422,
+        409,
         headers=headers,
         json={"items": [{"product_id": product, "quantity": 2}]},
     )
@@ -312,8 +328,13 @@ async def test_a_partner_report_pays_and_a_bad_one_is_dead_lettered(
             "amount": "5.00",
             "reference": "psp-42",
         }
+        forged = sign_report(report, "not-the-sandbox-secret").model_dump_json()
+        signed = sign_report(report, platform.sandbox_secret).model_dump_json()
         await producer.send_and_wait(
-            "payments.provider-events", json.dumps(report).encode(), key=str(pay["id"]).encode()
+            "payments.provider-events", forged.encode(), key=marker.encode()
+        )
+        await producer.send_and_wait(
+            "payments.provider-events", signed.encode(), key=str(pay["id"]).encode()
         )
         await producer.send_and_wait(
             "payments.provider-events", b'{"type": "nonsense"}', key=marker.encode()
@@ -323,7 +344,7 @@ async def test_a_partner_report_pays_and_a_bad_one_is_dead_lettered(
 
     async def paid() -> bool:
         got = await call(http, "GET", f"{platform.url}/order/{order['id']}", 200, headers=buyer)
-        return bool(got["status"] == "paid")
+        return bool(got["order"]["status"] == "paid")
 
     await eventually(paid, what="the order paid by the provider's report")
     consumer = AIOKafkaConsumer(bootstrap_servers=platform.kafka, fetch_max_wait_ms=10)
@@ -333,14 +354,16 @@ async def test_a_partner_report_pays_and_a_bad_one_is_dead_lettered(
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
 
-        async def dead() -> Any:
-            for messages in (await consumer.getmany(timeout_ms=100)).values():
-                for m in messages:
-                    if m.key == marker.encode():
-                        return m
-            return None
+        messages: list[Any] = []
 
-        message = await eventually(dead, what="the bad report on the DLQ")
+        async def dead() -> bool:
+            for batch in (await consumer.getmany(timeout_ms=100)).values():
+                messages.extend(m for m in batch if m.key == marker.encode())
+            return len(messages) == 2
+
+        await eventually(dead, what="the two bad reports on the DLQ")
     finally:
         await consumer.stop()
-    assert dict(message.headers)["x-dlq-reason"].startswith(b"invalid:")
+    reasons = sorted(dict(m.headers)["x-dlq-reason"] for m in messages)
+    assert all(r.startswith(b"invalid:") for r in reasons), reasons
+    assert any(b"signature" in r for r in reasons), reasons

@@ -68,7 +68,7 @@ async def _checkout(
     status, body = await retry_until(
         http,
         "POST",
-        f"{world.url}/order/",
+        f"{world.url}/api/v1/orders",
         {201, 202, 409, 504},
         headers=headers,
         json={"items": items},
@@ -77,7 +77,7 @@ async def _checkout(
         status, body = await retry_until(
             http,
             "POST",
-            f"{world.url}/order/",
+            f"{world.url}/api/v1/orders",
             {201, 202, 409, 504},
             headers=headers,
             json={"items": items},

@@ -126,7 +126,7 @@ async def _place(
     deadline = time.monotonic() + PATIENCE_S
     while True:
         status, body = await request_json(
-            http, "POST", f"{post_url}/order/", headers=headers, json={"items": items}
+            http, "POST", f"{post_url}/api/v1/orders", headers=headers, json={"items": items}
         )
         told.statuses[status] += 1
         if status in (201, 409) and "order" in body:

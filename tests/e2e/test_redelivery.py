@@ -87,7 +87,7 @@ async def _checkout(
         status, body = await retry_until(
             http,
             "POST",
-            f"{world.url}/order/",
+            f"{world.url}/api/v1/orders",
             {201, 202, 409, 504},
             headers=headers,
             json={"items": items},

@@ -25,6 +25,7 @@ from agents.payments.repository import PaymentsUnitOfWork
 from agents.products.repository import PgProductsUnitOfWork
 from agents.products.stock import release_stock, reserve_batch, sell_stock
 from tests.helpers import random_name
+from tests.infra import TEST_SANDBOX_SECRET
 from topics.envelope import Reply
 from topics.orders import (
     OrderAwaitingPayment,
@@ -37,7 +38,7 @@ from topics.payments import (
     PaymentFailed,
     PaymentSucceeded,
     PayPayment,
-    ProviderPaymentOutcome,
+    sign_report,
 )
 from topics.products import NewProduct, OrderLine, StockRejected, StockReserved
 
@@ -205,12 +206,15 @@ async def test_failed_payment_releases_stock_once(pool: asyncpg.Pool, how: str) 
     await deliver_twice(pool, order_id, seen)
     payment_id, amount = await payment_of(pool, order_id)
     if how == "provider":
-        report = ProviderPaymentOutcome(
-            event_id=uuid.uuid4(),
-            payment_id=payment_id,
-            outcome="failed",
-            amount=amount,
-            reference="psp-1",
+        report = sign_report(
+            {
+                "event_id": uuid.uuid4(),
+                "payment_id": payment_id,
+                "outcome": "failed",
+                "amount": amount,
+                "reference": "psp-1",
+            },
+            TEST_SANDBOX_SECRET,
         )
         for _ in range(2):
             await payments.provider_outcome(report, PaymentsUnitOfWork(pool))

@@ -44,6 +44,7 @@ from agents.common.settings import (
     AuthSettings,
     EdgeSettings,
     KafkaSecurity,
+    PaymentSettings,
     Settings,
     SettingsError,
 )
@@ -163,6 +164,9 @@ TUNING_ENV = OAUTH_ENDPOINT_ENV | {
     "REFRESH_REUSE_LEEWAY_S",
     "RATE_LIMIT_MAX_KEYS",
 }
+# The payment provider: both deployments give it to the gateway (the sandbox's hosted page signs
+# its reports) and the payments worker (sessions at PUBLIC_URL, reports checked), and no other.
+PAYMENTS_ENV = frozenset({"PAYMENT_PROVIDER", "PUBLIC_URL", "SANDBOX_PROVIDER_SECRET"})
 # Left to the app's defaults by docker-compose only (it is a single-machine development setup).
 COMPOSE_DEFAULT_ENV = (
     AUTH_ENV | RATE_LIMIT_ENV | KAFKA_SASL_ENV | KAFKA_SSL_ENV | {"TRUSTED_PROXIES"}
@@ -173,17 +177,19 @@ COMPOSE_ENV = {
     "users": COMMON_ENV | OAUTH_CLIENT_ENV,
     "products": COMMON_ENV,
     "orders": COMMON_ENV,
-    "payments": COMMON_ENV,
-    "gateway": GATEWAY_ENV | {"CORS_ORIGINS"},
+    "payments": COMMON_ENV | PAYMENTS_ENV,
+    "gateway": GATEWAY_ENV | PAYMENTS_ENV | {"CORS_ORIGINS"},
 }
+# What the compose tests put in the shell: the one secret compose has no default for.
+COMPOSE_SANDBOX_SECRET = "test-only-compose-sandbox-secret-0123456789"
 COMPOSE_CORS_ORIGINS = "http://localhost:3000,http://localhost:8080,http://127.0.0.1:8080"
 # What the chart always gives each Deployment (on top of optional ones, extraEnv and Python's own).
 CHART_ENV = {
-    "gateway": GATEWAY_ENV | RATE_LIMIT_ENV,
+    "gateway": GATEWAY_ENV | RATE_LIMIT_ENV | PAYMENTS_ENV,
     "users": COMMON_ENV | AUTH_ENV,
     "products": COMMON_ENV,
     "orders": COMMON_ENV,
-    "payments": COMMON_ENV,
+    "payments": COMMON_ENV | PAYMENTS_ENV,
 }
 # Set by the chart for Python itself, not read by Settings.
 PYTHON_ENV = frozenset({"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "HOME"})
@@ -374,12 +380,19 @@ def test_default_values_demand_the_secrets() -> None:
     only_url = {"secrets": {"databaseUrl": "postgresql://u:p@db:5432/shop"}}
     with pytest.raises(helm.HelmError, match=r"jwtSecret"):
         render(only_url)
+    no_sandbox = {"secrets": {**only_url["secrets"], "jwtSecret": "j" * 32}}
+    with pytest.raises(helm.HelmError, match=r"secrets\.sandboxProviderSecret"):
+        render(no_sandbox)
 
 
 @pytest.mark.parametrize(
     ("override", "match"),
     [
         ({"secrets": {"jwtSecret": "too-short"}}, r"jwtSecret"),
+        ({"secrets": {"sandboxProviderSecret": "too-short"}}, r"sandboxProviderSecret"),
+        ({"payments": {"provider": "stripe"}}, r"provider"),
+        ({"gateway": {"publicUrl": "shop.example.com"}}, r"publicUrl"),
+        ({"gateway": {"publicUrl": "https://shop.example.com/?x"}}, r"publicUrl"),
         ({"image": {"tag": "latest"}}, r"latest|tag"),
         ({"gateway": {"replicas": "two"}}, r"replicas"),
         ({"kafka": {"brokers": "kafka"}}, r"brokers"),
@@ -902,6 +915,7 @@ def test_oauth_provider_env_only_when_configured(configured: tuple[str, ...]) ->
     assert set(secrets[name("secrets")]["stringData"]) == {
         "JWT_SECRET",
         "DATABASE_URL",
+        "SANDBOX_PROVIDER_SECRET",
         *(f"{p.upper()}_CLIENT_SECRET" for p in configured),
     }
     assert set(secrets[name("migrate")]["stringData"]) == {"JWT_SECRET", "DATABASE_URL"}
@@ -934,7 +948,7 @@ def test_existing_secret_key_names_are_configurable() -> None:
 def test_secret_values_stay_in_secrets() -> None:
     values = oauth_values(load_values("minimal"))
     docs = render(values)
-    secrets = [values["secrets"]["jwtSecret"], values["secrets"]["databaseUrl"]]
+    secrets = [values["secrets"][k] for k in ("jwtSecret", "databaseUrl", "sandboxProviderSecret")]
     secrets += OAUTH_SECRETS.values()
     outside = [d for d in docs if d["kind"] != "Secret"]
     assert {d["kind"] for d in outside} >= {"ConfigMap", "Deployment", "Job", "Service"}
@@ -1030,6 +1044,99 @@ def test_cors_origins(ingress: dict[str, Any], origins: list[str], expected: str
     Settings.from_env(gateway)
 
 
+# --- the payment provider ----------------------------------------------------------------------
+
+
+def test_payment_settings_go_to_the_gateway_and_payments(
+    minimal: list[Manifest], full: list[Manifest]
+) -> None:
+    secret = load_values("minimal")["secrets"]["sandboxProviderSecret"]
+    for component in PORTS:
+        env = env_of(minimal, component)
+        if component not in ("gateway", "payments"):
+            assert not set(env) & PAYMENTS_ENV, component
+            continue
+        settings = Settings.from_env(env)
+        settings.require_payment_secrets()
+        assert settings.payments == PaymentSettings(
+            provider="sandbox", public_url="http://127.0.0.1:8080", sandbox_secret=secret
+        ), "no Ingress: the gateway as kubectl port-forward reaches it"
+        full_env = env_of(full, component)
+        assert full_env["SANDBOX_PROVIDER_SECRET"] == (
+            "<secret:shopstream-credentials/SANDBOX_PROVIDER_SECRET>"
+        )
+        assert full_env["PUBLIC_URL"] == "https://shop.example.com", "the Ingress host, with TLS"
+        Settings.from_env(app_env(full_env)).require_payment_secrets()
+    (configmap,) = of_kind(minimal, "ConfigMap").values()
+    assert not set(configmap["data"]) & PAYMENTS_ENV
+    (job,) = of_kind(minimal, "Job").values()
+    assert not set(resolve_env(only_container(job), minimal)) & PAYMENTS_ENV
+    hook_secret = of_kind(minimal, "Secret")[name("migrate")]
+    assert "SANDBOX_PROVIDER_SECRET" not in hook_secret["stringData"]
+
+
+def test_payment_defaults_are_the_apps_and_the_secret_has_none() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["payments"]["provider"] == PaymentSettings().provider
+    assert values["gateway"]["publicUrl"] == ""
+    assert values["secrets"]["sandboxProviderSecret"] == "", "required, never a shared default"
+    assert values["secrets"]["keys"]["sandboxProviderSecret"] == "SANDBOX_PROVIDER_SECRET"
+
+
+@pytest.mark.parametrize(
+    ("ingress", "public_url", "expected"),
+    [
+        ({"enabled": False}, "", "http://127.0.0.1:8080"),
+        ({"enabled": False}, "https://pay.example.com/shop/", "https://pay.example.com/shop"),
+        (
+            {
+                "enabled": True,
+                "hosts": [ingress_host("*.example.com"), ingress_host("plain.example.com")],
+                "tls": [{"secretName": "tls", "hosts": ["*.example.com"]}],
+            },
+            "",
+            "http://plain.example.com",
+        ),
+        (
+            {
+                "enabled": True,
+                "hosts": [ingress_host("shop.example.com"), ingress_host("b.example.com")],
+                "tls": [{"secretName": "tls", "hosts": ["shop.example.com"]}],
+            },
+            "",
+            "https://shop.example.com",
+        ),
+        (
+            {"enabled": True, "hosts": [ingress_host("shop.example.com")]},
+            "https://checkout.example.com",
+            "https://checkout.example.com",
+        ),
+    ],
+)
+def test_public_url(ingress: dict[str, Any], public_url: str, expected: str) -> None:
+    values = load_values("minimal")
+    values["ingress"] = ingress
+    values["gateway"] = {"publicUrl": public_url}
+    docs = render(values)
+    for component in ("gateway", "payments"):
+        env = env_of(docs, component)
+        assert env["PUBLIC_URL"] == expected
+        assert Settings.from_env(env).payments.public_url == expected
+    assert f"{expected}/sandbox/pay/<token>" in render_notes(values)
+
+
+def test_a_new_sandbox_secret_rolls_the_gateway_and_payments() -> None:
+    values = load_values("minimal")
+    rotated = copy.deepcopy(values)
+    rotated["secrets"]["sandboxProviderSecret"] = "test-only-rotated-sandbox-secret-0123456789"
+    for component in ("gateway", "payments"):
+        before, after = (
+            of_kind(render(v), "Deployment")[name(component)]["spec"]["template"]["metadata"]
+            for v in (values, rotated)
+        )
+        assert before["annotations"]["checksum/secrets"] != after["annotations"]["checksum/secrets"]
+
+
 # --- docker compose ----------------------------------------------------------------------------
 
 
@@ -1120,10 +1227,15 @@ def compose_binary() -> Path:
 
 
 def run_compose(
-    binary: Path, home: Path, *args: str, env: Mapping[str, str] | None = None
+    binary: Path,
+    home: Path,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    sandbox_secret: str | None = COMPOSE_SANDBOX_SECRET,
 ) -> subprocess.CompletedProcess[str]:
     """docker-compose on the repository's compose file, isolated from the caller's Docker and
-    Compose settings and from any .env file (only `env` is interpolated)."""
+    Compose settings and from any .env file (only `env` and SANDBOX_PROVIDER_SECRET, which has
+    no default, are interpolated)."""
     (home / ".docker").mkdir(parents=True, exist_ok=True)
     env_file = home / "empty.env"
     env_file.touch()
@@ -1138,6 +1250,7 @@ def run_compose(
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "DOCKER_CONFIG": str(home / ".docker"),
+        **({"SANDBOX_PROVIDER_SECRET": sandbox_secret} if sandbox_secret is not None else {}),
         **(env or {}),
     }
     return subprocess.run(
@@ -1191,7 +1304,12 @@ def test_compose_rejects_a_broken_file(compose_binary: Path, tmp_path: Path) -> 
     )
     done = subprocess.run(
         [str(compose_binary), f"--project-directory={REPO}", f"--file={broken}", "config", "-q"],
-        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DOCKER_CONFIG": str(tmp_path)},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "DOCKER_CONFIG": str(tmp_path),
+            "SANDBOX_PROVIDER_SECRET": COMPOSE_SANDBOX_SECRET,
+        },
         capture_output=True,
         text=True,
         timeout=COMPOSE_TIMEOUT_S,
@@ -1287,6 +1405,13 @@ def test_compose_env(compose_model: Manifest) -> None:
             assert env[var] == f"{domain}:{PORTS[domain]}", (svc, var)
         settings = Settings.from_env(env)
         assert len(settings.jwt_secret) >= 32
+        if svc in ("gateway", "payments"):
+            settings.require_payment_secrets()
+            assert settings.payments == PaymentSettings(
+                provider="sandbox",
+                public_url="http://127.0.0.1:8080",
+                sandbox_secret=COMPOSE_SANDBOX_SECRET,
+            ), "where the gateway is published, with the secret from the shell"
     pg = services["postgres"]["environment"]
     url = services["gateway"]["environment"]["DATABASE_URL"]
     assert url == (
@@ -1295,11 +1420,30 @@ def test_compose_env(compose_model: Manifest) -> None:
     )
 
 
+def test_compose_demands_the_sandbox_secret(compose_binary: Path, tmp_path: Path) -> None:
+    """No usable default: without SANDBOX_PROVIDER_SECRET, compose refuses and says why."""
+    for secret in (None, ""):
+        done = run_compose(compose_binary, tmp_path, "config", "-q", sandbox_secret=secret)
+        assert done.returncode != 0
+        assert "set SANDBOX_PROVIDER_SECRET (at least 32 characters" in done.stderr
+    assert "SANDBOX_PROVIDER_SECRET:-" not in COMPOSE_FILE.read_text()
+
+
 def test_compose_secrets_come_from_the_environment(compose_binary: Path, tmp_path: Path) -> None:
-    override = {"JWT_SECRET": "s" * 48, "POSTGRES_PASSWORD": "Secr3t"}
+    override = {
+        "JWT_SECRET": "s" * 48,
+        "POSTGRES_PASSWORD": "Secr3t",
+        "SANDBOX_PROVIDER_SECRET": "p" * 40,
+        "PUBLIC_URL": "https://shop.example.com",
+    }
     done = run_compose(compose_binary, tmp_path, "config", "--format=json", env=override)
     assert done.returncode == 0, done.stderr
     services = json.loads(done.stdout)["services"]
+    for svc in ("gateway", "payments"):
+        payments = Settings.from_env(services[svc]["environment"]).payments
+        assert (payments.sandbox_secret, payments.public_url) == ("p" * 40, override["PUBLIC_URL"])
+    for svc in ("init", "users", "products", "orders"):
+        assert "p" * 40 not in json.dumps(services[svc]), svc
     assert services["gateway"]["environment"]["JWT_SECRET"] == "s" * 48
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "Secr3t"
     assert ":Secr3t@postgres:" in services["users"]["environment"]["DATABASE_URL"]

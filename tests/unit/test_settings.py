@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from agents.common.settings import Settings, SettingsError
+from agents.supervisor import sandbox_secret
 
 SECRET = "s" * 32
 
@@ -76,3 +82,48 @@ def test_cors_origins_are_normalised() -> None:
     s = Settings.from_env({"JWT_SECRET": SECRET, "CORS_ORIGINS": "https://a.example/, b"})
     assert s.edge.cors_origins == ("https://a.example", "b")
     assert "http://localhost:8080" in Settings.from_env({"JWT_SECRET": SECRET}).edge.cors_origins
+
+
+def test_the_sandbox_provider_has_no_default_secret() -> None:
+    """No key is shared by every install: without SANDBOX_PROVIDER_SECRET the processes that
+    sign and check provider reports refuse to start (shopstream run makes one)."""
+    unset = Settings.from_env({"JWT_SECRET": SECRET})
+    assert unset.payments.provider == "sandbox"
+    assert unset.payments.sandbox_secret == ""
+    with pytest.raises(SettingsError, match="SANDBOX_PROVIDER_SECRET is not set"):
+        unset.require_payment_secrets()
+    with pytest.raises(SettingsError, match="at least 32"):
+        Settings.from_env({"JWT_SECRET": SECRET, "SANDBOX_PROVIDER_SECRET": "short"})
+    set_ = Settings.from_env({"JWT_SECRET": SECRET, "SANDBOX_PROVIDER_SECRET": "p" * 32})
+    set_.require_payment_secrets()
+    assert "p" * 32 not in repr(set_)
+
+
+@pytest.mark.parametrize("module", ["gateway", "agents.payments"])
+def test_gateway_and_payments_refuse_to_start_without_the_sandbox_secret(
+    module: str, tmp_path: Path
+) -> None:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", module],
+        env={**env, "JWT_SECRET": SECRET, "SHOPSTREAM_STATE_DIR": str(tmp_path)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "SANDBOX_PROVIDER_SECRET is not set" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_shopstream_run_makes_the_sandbox_secret_once(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    secret = sandbox_secret(state)
+    assert len(secret) >= 32
+    assert Settings.from_env({"JWT_SECRET": SECRET, "SANDBOX_PROVIDER_SECRET": secret})
+    assert sandbox_secret(state) == secret, "kept across restarts"
+    (path,) = state.iterdir()
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert sandbox_secret(tmp_path / "other") != secret, "one per machine, not one for all"

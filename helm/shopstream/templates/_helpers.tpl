@@ -80,6 +80,12 @@ provider lacks its redirect URL or client secret. */}}
 {{- fail "secrets.jwtSecret must be at least 32 characters" }}
 {{- end }}
 {{- $_ := required "set secrets.databaseUrl (postgresql://user:password@host:5432/db) or secrets.existingSecret" .Values.secrets.databaseUrl }}
+{{- if include "shopstream.sandbox" . }}
+{{- $sandbox := required "payments.provider is sandbox: set secrets.sandboxProviderSecret (at least 32 characters, e.g. openssl rand -hex 32) or secrets.existingSecret" .Values.secrets.sandboxProviderSecret }}
+{{- if lt (len $sandbox) 32 }}
+{{- fail "secrets.sandboxProviderSecret must be at least 32 characters" }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- include "shopstream.checkKafkaSecurity" . }}
 {{- range $p := include "shopstream.enabledProviders" . | splitList " " | compact }}
@@ -87,6 +93,45 @@ provider lacks its redirect URL or client secret. */}}
 {{- if not $.Values.secrets.existingSecret }}
 {{- $_ := required (printf "oauth.%s.clientId is set: set secrets.oauth.%s.clientSecret too (or secrets.existingSecret)" $p $p) (index $.Values.secrets.oauth $p).clientSecret }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Whether payments go to the built-in sandbox provider, which needs its report-signing secret. */}}
+{{- define "shopstream.sandbox" -}}
+{{- if eq .Values.payments.provider "sandbox" }}true{{ end }}
+{{- end }}
+
+{{/* PUBLIC_URL: gateway.publicUrl, or the first ingress host that is not a wildcard (https when
+ingress.tls lists it), or the gateway as kubectl port-forward reaches it. */}}
+{{- define "shopstream.publicUrl" -}}
+{{- $url := .Values.gateway.publicUrl }}
+{{- if and (not $url) .Values.ingress.enabled }}
+{{- $tlsHosts := list }}
+{{- range .Values.ingress.tls }}
+{{- $tlsHosts = concat $tlsHosts (.hosts | default list) }}
+{{- end }}
+{{- range .Values.ingress.hosts }}
+{{- if and (not $url) .host (not (hasPrefix "*" .host)) }}
+{{- $url = printf "%s://%s" (ternary "https" "http" (has .host $tlsHosts)) .host }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- default (printf "http://127.0.0.1:%v" .Values.gateway.port) $url | trimSuffix "/" }}
+{{- end }}
+
+{{/* The payment provider's settings, for the gateway (it serves the sandbox's hosted page and
+signs its reports) and the payments worker (it opens sessions and checks reports). */}}
+{{- define "shopstream.paymentsEnv" -}}
+- name: PAYMENT_PROVIDER
+  value: {{ .Values.payments.provider | quote }}
+- name: PUBLIC_URL
+  value: {{ include "shopstream.publicUrl" . | quote }}
+{{- if include "shopstream.sandbox" . }}
+- name: SANDBOX_PROVIDER_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "shopstream.secretName" . }}
+      key: {{ .Values.secrets.keys.sandboxProviderSecret }}
 {{- end }}
 {{- end }}
 
@@ -152,11 +197,14 @@ google facebook github
 {{- join " " $enabled }}
 {{- end }}
 
-{{/* The chart's own Secret, as stringData: JWT_SECRET, DATABASE_URL and the client secret of each
-enabled OAuth provider. */}}
+{{/* The chart's own Secret, as stringData: JWT_SECRET, DATABASE_URL, the sandbox provider's
+secret and the client secret of each enabled OAuth provider. */}}
 {{- define "shopstream.secretData" -}}
 {{ .Values.secrets.keys.jwtSecret }}: {{ .Values.secrets.jwtSecret | quote }}
 {{ .Values.secrets.keys.databaseUrl }}: {{ .Values.secrets.databaseUrl | quote }}
+{{- if include "shopstream.sandbox" . }}
+{{ .Values.secrets.keys.sandboxProviderSecret }}: {{ .Values.secrets.sandboxProviderSecret | quote }}
+{{- end }}
 {{- if include "shopstream.ownsKafkaPassword" . }}
 {{ .Values.secrets.keys.kafkaSaslPassword }}: {{ .Values.secrets.kafkaSaslPassword | quote }}
 {{- end }}
