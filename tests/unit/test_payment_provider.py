@@ -47,10 +47,16 @@ from topics.payments import (
 
 SECRET = "s" * 40
 PAYMENTS = PaymentSettings(public_url="https://shop.example", sandbox_secret=SECRET)
-SOON = datetime.now(UTC) + timedelta(minutes=10)
 
 
-def payment(status: str = "pending", user_id: int = 7, expires_at: datetime = SOON) -> PaymentRow:
+def soon() -> datetime:
+    """Ten minutes from now, taken when a test runs (the suite may run long after import)."""
+    return datetime.now(UTC) + timedelta(minutes=10)
+
+
+def payment(
+    status: str = "pending", user_id: int = 7, expires_at: datetime | None = None
+) -> PaymentRow:
     now = datetime.now(UTC)
     return PaymentRow(
         id=3,
@@ -59,7 +65,7 @@ def payment(status: str = "pending", user_id: int = 7, expires_at: datetime = SO
         amount=Decimal("28.00"),
         status=status,
         reason=None,
-        expires_at=expires_at,
+        expires_at=expires_at or soon(),
         created_at=now,
         updated_at=now,
     )
@@ -117,10 +123,11 @@ def test_the_asyncapi_document_says_what_partners_must_send() -> None:
 
 async def test_a_sandbox_session_is_a_page_at_the_public_url_for_the_payment_s_expiry() -> None:
     sandbox = SandboxProvider(PAYMENTS)
-    ask = SessionRequest(payment_id=3, order_id=11, amount=Decimal("28.00"), expires_at=SOON)
+    expires = soon()
+    ask = SessionRequest(payment_id=3, order_id=11, amount=Decimal("28.00"), expires_at=expires)
     first, second = await sandbox.create_session(ask), await sandbox.create_session(ask)
     assert first.redirect_url == f"https://shop.example/sandbox/pay/{first.token}"
-    assert first.expires_at == SOON
+    assert first.expires_at == expires
     assert len(first.token) >= 32
     assert first.token != second.token
 
@@ -351,8 +358,8 @@ async def sandbox() -> AsyncIterator[tuple[TestClient[Any, Any], FakeBus, FakePa
     bus, grpc_ = FakeBus(), FakeGrpc(GATEWAY.grpc)
     grpc_.stub = FakePaymentStub()
     for token, status, expires in [
-        ("open", "pending", SOON),
-        ("paid", "succeeded", SOON),
+        ("open", "pending", soon()),
+        ("paid", "succeeded", soon()),
         ("late", "pending", datetime.now(UTC) - timedelta(seconds=1)),
     ]:
         grpc_.stub.sessions[token] = payments_pb2.PaymentSession(
