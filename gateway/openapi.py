@@ -122,6 +122,20 @@ def openapi_document() -> dict[str, Any]:
         504,
         parameters=[ID_PATH],
     )
+    top = _op(
+        "Best sellers: units sold (paid) per product in the current hour, most first",
+        {"200": {"description": "the ranking", **_json(ref("BestSellers"))}},
+        422,
+        503,
+        504,
+        parameters=[
+            {
+                "name": "limit",
+                "in": "query",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+            }
+        ],
+    )
     place = _op(
         "Place an order; prices come from the catalogue",
         {
@@ -196,6 +210,7 @@ def openapi_document() -> dict[str, Any]:
         "paths": {
             "/product/": {"get": list_op, "post": create, "put": update_q, "delete": delete_q},
             "/api/v1/products": {"get": list_op, "post": create},
+            "/api/v1/products/best-sellers": {"get": top},
             "/api/v1/products/{id}": {
                 "get": get_p,
                 "put": update_p,
@@ -428,6 +443,32 @@ def openapi_document() -> dict[str, Any]:
                         "image_url": {"type": "string"},
                         "created_at": {"type": "string", "format": "date-time"},
                         "updated_at": {"type": "string", "format": "date-time"},
+                    },
+                },
+                "BestSellers": {
+                    "type": "object",
+                    "required": ["window", "products"],
+                    "properties": {
+                        "window": {
+                            "type": "object",
+                            "description": "the tumbling hour counted: [start, end)",
+                            "required": ["start", "end"],
+                            "properties": {
+                                "start": {"type": "string", "format": "date-time"},
+                                "end": {"type": "string", "format": "date-time"},
+                            },
+                        },
+                        "products": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "required": ["product_id", "units_sold"],
+                                "properties": {
+                                    "product_id": {"type": "integer"},
+                                    "units_sold": {"type": "integer"},
+                                },
+                            },
+                        },
                     },
                 },
                 "ProductPage": {

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/payments.proto\x12\x16shopstream.payments.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x01\n\x07Payment\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08order_id\x18\x02 \x01(\x03\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x1aGetPaymentByOrderIdRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x10\n\x08order_id\x18\x02 \x01(\x03\x32|\n\x0ePaymentService\x12j\n\x13GetPaymentByOrderId\x12\x32.shopstream.payments.v1.GetPaymentByOrderIdRequest\x1a\x1f.shopstream.payments.v1.Paymentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/payments.proto\x12\x16shopstream.payments.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x01\n\x07Payment\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08order_id\x18\x02 \x01(\x03\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x1aGetPaymentByOrderIdRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x10\n\x08order_id\x18\x02 \x01(\x03\"\x1d\n\x1bListPendingDeadlinesRequest\"M\n\x0fPendingDeadline\x12\x12\n\npayment_id\x18\x01 \x01(\x03\x12\x15\n\rexpires_at_us\x18\x02 \x01(\x03\x12\x0f\n\x07\x61\x64opted\x18\x03 \x01(\x08\"Z\n\x1cListPendingDeadlinesResponse\x12:\n\tdeadlines\x18\x01 \x03(\x0b\x32\'.shopstream.payments.v1.PendingDeadline2\x80\x02\n\x0ePaymentService\x12j\n\x13GetPaymentByOrderId\x12\x32.shopstream.payments.v1.GetPaymentByOrderIdRequest\x1a\x1f.shopstream.payments.v1.Payment\x12\x81\x01\n\x14ListPendingDeadlines\x12\x33.shopstream.payments.v1.ListPendingDeadlinesRequest\x1a\x34.shopstream.payments.v1.ListPendingDeadlinesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,6 +37,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PAYMENT']._serialized_end=331
   _globals['_GETPAYMENTBYORDERIDREQUEST']._serialized_start=333
   _globals['_GETPAYMENTBYORDERIDREQUEST']._serialized_end=396
-  _globals['_PAYMENTSERVICE']._serialized_start=398
-  _globals['_PAYMENTSERVICE']._serialized_end=522
+  _globals['_LISTPENDINGDEADLINESREQUEST']._serialized_start=398
+  _globals['_LISTPENDINGDEADLINESREQUEST']._serialized_end=427
+  _globals['_PENDINGDEADLINE']._serialized_start=429
+  _globals['_PENDINGDEADLINE']._serialized_end=506
+  _globals['_LISTPENDINGDEADLINESRESPONSE']._serialized_start=508
+  _globals['_LISTPENDINGDEADLINESRESPONSE']._serialized_end=598
+  _globals['_PAYMENTSERVICE']._serialized_start=601
+  _globals['_PAYMENTSERVICE']._serialized_end=857
 # @@protoc_insertion_point(module_scope)

@@ -70,6 +70,15 @@ def create_faust_app(domain: str, settings: Settings, *, on_client_path: bool = 
     return app
 
 
+def create_tables_app(domain: str, settings: Settings) -> DomainApp:
+    """A second Faust app of the domain, for its Faust tables and the agents that fill them.
+
+    It has a consumer group of its own (`shopstream-<domain>-tables`): a table's recovery after
+    a restart pauses and re-seeks only this group, never the saga's agents. With tables in the
+    saga's own app, the SIGKILL proof lost messages on Apache Kafka (see the README)."""
+    return create_faust_app(f"{domain}-tables", settings, on_client_path=False)
+
+
 async def _connect_pool(dsn: str, max_size: int, timeout: float = 60.0) -> asyncpg.Pool:
     deadline = time.monotonic() + timeout
     delay = 0.1
@@ -99,9 +108,11 @@ class DomainRuntime(Service):
         domain: str,
         add_servicers: Callable[[grpc.aio.Server, DomainRuntime], list[str]],
         tasks: Sequence[Callable[[DomainRuntime], Awaitable[None]]] = (),
+        tables_app: faust.App | None = None,
         **kwargs: Any,
     ) -> None:
         self._background = tasks
+        self.tables_app = tables_app
         self.app = app
         self.settings = settings
         self.domain = domain
@@ -212,8 +223,12 @@ def run_worker(app: faust.App, runtime: DomainRuntime, settings: Settings) -> No
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     # A domain with no agents (identity is all gRPC) runs without a Faust consumer.
     options = _worker_options(runtime, settings)
+    services: list[Any] = [runtime]
+    if runtime.tables_app is not None:
+        runtime.tables_app.finalize()
+        services.append(runtime.tables_app)
     worker = (
-        faust.Worker(app, runtime, **options) if app.agents else mode.Worker(runtime, **options)
+        faust.Worker(app, *services, **options) if app.agents else mode.Worker(*services, **options)
     )
     worker.execute_from_commandline()
 

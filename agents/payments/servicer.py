@@ -1,4 +1,5 @@
-"""gRPC PaymentService: a user's payment by order id; another user's is NOT_FOUND."""
+"""gRPC PaymentService: a user's payment by order id (another user's is NOT_FOUND), and the
+deadlines the worker holds."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import grpc
 
 from agents.common.errors import NotFound
 from agents.common.rpc import rpc, timestamp
+from agents.payments.deadlines import Deadlines
 from agents.payments.repository import PaymentRow, payment_for_user
 from protos import payments_pb2, payments_pb2_grpc
 
@@ -26,8 +28,9 @@ def payment_proto(p: PaymentRow) -> payments_pb2.Payment:
 
 
 class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):  # type: ignore[misc]
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, deadlines: Deadlines) -> None:
         self._pool = pool
+        self._deadlines = deadlines
 
     @rpc
     async def GetPaymentByOrderId(
@@ -37,3 +40,18 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):  # type: ignore
         if payment is None:
             raise NotFound(f"no payment for order {request.order_id}")
         return payment_proto(payment)
+
+    @rpc
+    async def ListPendingDeadlines(
+        self, request: payments_pb2.ListPendingDeadlinesRequest, context: grpc.aio.ServicerContext
+    ) -> payments_pb2.ListPendingDeadlinesResponse:
+        return payments_pb2.ListPendingDeadlinesResponse(
+            deadlines=[
+                payments_pb2.PendingDeadline(
+                    payment_id=d.payment_id,
+                    expires_at_us=round(d.at * 1_000_000),
+                    adopted=d.adopted,
+                )
+                for d in self._deadlines.pending()
+            ]
+        )

@@ -27,6 +27,8 @@ from topics.products import (
 )
 
 MAX_PAGE_SIZE = 100
+MAX_BEST_SELLERS = 100
+DEFAULT_BEST_SELLERS = 10
 IDEMPOTENCY_NS = uuid.UUID("6f1c1a52-6a8e-4d5e-9f55-1b7f3c1f0a11")
 
 
@@ -76,6 +78,24 @@ async def list_products(request: web.Request) -> web.Response:
         body = page_body(reply)
         pages.put(key, body, generation)
     return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+
+async def best_sellers(request: web.Request) -> web.Response:
+    """Units sold (paid) per product in the current hour, most first."""
+    limit = int_query(
+        request, "limit", default=DEFAULT_BEST_SELLERS, minimum=1, maximum=MAX_BEST_SELLERS
+    )
+    reply = await request.app[GRPC].products.ListBestSellers(
+        products_pb2.ListBestSellersRequest(limit=limit), **grpc_options(request)
+    )
+    return web.json_response(
+        {
+            "window": {"start": iso_time(reply.window_start), "end": iso_time(reply.window_end)},
+            "products": [
+                {"product_id": s.product_id, "units_sold": s.units} for s in reply.sellers
+            ],
+        }
+    )
 
 
 async def _get(request: web.Request, product_id: int) -> web.Response:
@@ -163,6 +183,8 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_delete("/product/", delete_product_by_query)
     app.router.add_get("/api/v1/products", list_products)
     app.router.add_post("/api/v1/products", create_product)
+    # Before /api/v1/products/{id}, which would take it for a product id.
+    app.router.add_get("/api/v1/products/best-sellers", best_sellers)
     app.router.add_get("/api/v1/products/{id}", get_product)
     app.router.add_put("/api/v1/products/{id}", update_product)
     app.router.add_patch("/api/v1/products/{id}", update_product)
