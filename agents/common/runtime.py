@@ -16,6 +16,7 @@ import grpc
 import mode
 from aiokafka import AIOKafkaProducer
 from mode import Service
+from mode.utils.objects import cached_property
 
 from agents.common.db import create_pool
 from agents.common.grpc_server import GrpcServer, create_server
@@ -23,6 +24,7 @@ from agents.common.kafka_auth import client_options, faust_credentials
 from agents.common.logs import formatter_for
 from agents.common.relay import OutboxSweeper, Publisher
 from agents.common.settings import KafkaTuning, Settings
+from agents.common.transport import Consumer, FlowControl
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,17 @@ class DomainApp(faust.App):
 
     logger = logging.getLogger("faust.app")
     kafka_tuning: KafkaTuning
+
+    @cached_property
+    def flow_control(self) -> FlowControl:
+        """Faust's flow control of the streams' queues, emptied only on a real resume
+        (agents/common/transport.py)."""
+        return FlowControl(loop=self.loop, on_clear=self._on_queues_cleared)
+
+    def _on_queues_cleared(self) -> None:
+        consumer = self._consumer
+        if isinstance(consumer, Consumer):
+            consumer.on_queues_cleared()
 
 
 def create_faust_app(domain: str, settings: Settings, *, on_client_path: bool = True) -> DomainApp:

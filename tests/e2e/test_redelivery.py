@@ -169,26 +169,33 @@ async def _ends(world: World, tps: set[TopicPartition]) -> dict[TopicPartition, 
         await consumer.stop()
 
 
-async def _lag(world: World) -> int:
-    """Messages the platform's groups have not read yet, over every partition they read."""
+async def _lags(world: World) -> dict[str, int]:
+    """Messages each platform group has not read yet, over every partition it reads."""
     committed = await _committed(world)
     tps = {tp for offsets in committed.values() for tp in offsets}
     ends = await _ends(world, tps)
-    return sum(
-        ends[tp] - offset for offsets in committed.values() for tp, offset in offsets.items()
-    )
+    return {
+        group: sum(ends[tp] - offset for tp, offset in offsets.items())
+        for group, offsets in committed.items()
+    }
 
 
 async def _caught_up(world: World) -> None:
     """Until every group has read everything, twice in a row (a reply or event sent again
     while reading moves the end)."""
     seen: list[int] = []
+    lags: dict[str, int] = {}
 
     async def read_all() -> bool:
-        seen.append(await _lag(world))
+        lags.update(await _lags(world))
+        seen.append(sum(lags.values()))
         return seen[-2:] == [0, 0]
 
-    await eventually(read_all, timeout=120, what="consumer groups caught up")
+    try:
+        await eventually(read_all, timeout=120, what="consumer groups caught up")
+    except AssertionError as e:
+        behind = {group: lag for group, lag in lags.items() if lag}
+        raise AssertionError(f"{e}; still behind (group: messages): {behind}") from None
 
 
 async def _rewind_group(world: World, group: str, offsets: dict[TopicPartition, int]) -> int:
