@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aiokafka.consumer.fetcher import Fetcher
@@ -60,6 +60,25 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _tuning(self) -> KafkaTuning:
         tuning: KafkaTuning = getattr(self.app, "kafka_tuning", KafkaTuning())
         return tuning
+
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        committed: Mapping[Any, int] = await self.call_thread(self._seek_to_committed)
+        return committed
+
+    async def _seek_to_committed(self) -> Mapping[Any, int]:
+        """aiokafka's seek_to_committed, which also moves a partition whose committed offset is
+        0 (it seeks only above 0) or absent: left where its fetch got to, what was fetched and
+        dropped before the seek (a table's recovery) would never be read again."""
+        consumer = self._ensure_consumer()
+        committed: dict[Any, int] = await consumer.seek_to_committed()
+        for tp, offset in committed.items():
+            if offset == 0:
+                consumer.seek(tp, 0)
+        never = [tp for tp, offset in committed.items() if offset is None or offset < 0]
+        if never:
+            # The apps read a group's new partitions from the earliest offset.
+            await consumer.seek_to_beginning(*never)
+        return committed
 
     async def on_start(self) -> None:
         await super().on_start()

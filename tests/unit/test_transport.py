@@ -13,7 +13,7 @@ from faust.types import TP
 from mode.utils.queues import FlowControlQueue
 
 from agents.common.runtime import DomainApp
-from agents.common.transport import Consumer, FlowControl, ReadOffsets
+from agents.common.transport import Consumer, ConsumerThread, FlowControl, ReadOffsets
 
 ORDERS = TP("orders.events", 0)
 OTHER = TP("orders.events", 1)
@@ -105,3 +105,34 @@ async def test_a_seek_to_zero_while_flow_runs_keeps_the_read_offset() -> None:
     await Consumer.perform_seek(fake)
     assert reads[ORDERS] == 7
     assert committed[ORDERS] is None
+
+
+class _FakeAIOKafkaConsumer:
+    def __init__(self, committed: dict[str, int | None]) -> None:
+        self.committed = committed
+        self.seeks: dict[str, int] = {}
+        self.to_beginning: list[str] = []
+
+    async def seek_to_committed(self) -> dict[str, int | None]:
+        # As aiokafka does: only a committed offset above 0 moves the partition.
+        self.seeks.update({tp: o for tp, o in self.committed.items() if o and o > 0})
+        return self.committed
+
+    def seek(self, tp: str, offset: int) -> None:
+        self.seeks[tp] = offset
+
+    async def seek_to_beginning(self, *tps: str) -> None:
+        self.to_beginning.extend(tps)
+
+
+async def test_seek_to_committed_also_moves_partitions_committed_at_0_or_never() -> None:
+    fake = _FakeAIOKafkaConsumer({"a": 0, "b": None, "c": 5})
+
+    class Thread:
+        def _ensure_consumer(self) -> _FakeAIOKafkaConsumer:
+            return fake
+
+    committed = await ConsumerThread._seek_to_committed(Thread())  # type: ignore[arg-type]
+    assert committed == {"a": 0, "b": None, "c": 5}
+    assert fake.seeks == {"a": 0, "c": 5}
+    assert fake.to_beginning == ["b"]
