@@ -97,6 +97,23 @@ class ProductPage(_Out):
     products: list[Product]
 
 
+class BestSeller(_Out):
+    product_id: int
+    units_sold: Annotated[int, Field(description="units paid for in the window")]
+
+
+class BestSellersWindow(_Out):
+    """The tumbling hour counted: [start, end)."""
+
+    start: Timestamp
+    end: Timestamp
+
+
+class BestSellers(_Out):
+    window: BestSellersWindow
+    products: list[BestSeller]
+
+
 class Deleted(_Out):
     message: Literal["success"]
     id: int

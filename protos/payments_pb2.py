@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/payments.proto\x12\x16shopstream.payments.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x02\n\x07Payment\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08order_id\x18\x02 \x01(\x03\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05token\x18\n \x01(\t\x12\x14\n\x0credirect_url\x18\x0b \x01(\t\"\"\n\x11GetSessionRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\xc4\x01\n\x0ePaymentSession\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\x03\x12\x10\n\x08order_id\x18\x03 \x01(\x03\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\t\x12\x13\n\x0breturn_path\x18\x06 \x01(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epayment_status\x18\x08 \x01(\t\"?\n\x1aGetPaymentByOrderIdRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x10\n\x08order_id\x18\x02 \x01(\x03\x32\xdd\x01\n\x0ePaymentService\x12j\n\x13GetPaymentByOrderId\x12\x32.shopstream.payments.v1.GetPaymentByOrderIdRequest\x1a\x1f.shopstream.payments.v1.Payment\x12_\n\nGetSession\x12).shopstream.payments.v1.GetSessionRequest\x1a&.shopstream.payments.v1.PaymentSessionb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/payments.proto\x12\x16shopstream.payments.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x02\n\x07Payment\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08order_id\x18\x02 \x01(\x03\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05token\x18\n \x01(\t\x12\x14\n\x0credirect_url\x18\x0b \x01(\t\"\"\n\x11GetSessionRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\xc4\x01\n\x0ePaymentSession\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\x03\x12\x10\n\x08order_id\x18\x03 \x01(\x03\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\t\x12\x13\n\x0breturn_path\x18\x06 \x01(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epayment_status\x18\x08 \x01(\t\"?\n\x1aGetPaymentByOrderIdRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x10\n\x08order_id\x18\x02 \x01(\x03\"\x1d\n\x1bListPendingDeadlinesRequest\"M\n\x0fPendingDeadline\x12\x12\n\npayment_id\x18\x01 \x01(\x03\x12\x15\n\rexpires_at_us\x18\x02 \x01(\x03\x12\x0f\n\x07\x61\x64opted\x18\x03 \x01(\x08\"Z\n\x1cListPendingDeadlinesResponse\x12:\n\tdeadlines\x18\x01 \x03(\x0b\x32\'.shopstream.payments.v1.PendingDeadline2\xe1\x02\n\x0ePaymentService\x12j\n\x13GetPaymentByOrderId\x12\x32.shopstream.payments.v1.GetPaymentByOrderIdRequest\x1a\x1f.shopstream.payments.v1.Payment\x12_\n\nGetSession\x12).shopstream.payments.v1.GetSessionRequest\x1a&.shopstream.payments.v1.PaymentSession\x12\x81\x01\n\x14ListPendingDeadlines\x12\x33.shopstream.payments.v1.ListPendingDeadlinesRequest\x1a\x34.shopstream.payments.v1.ListPendingDeadlinesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PAYMENTSESSION']._serialized_end=603
   _globals['_GETPAYMENTBYORDERIDREQUEST']._serialized_start=605
   _globals['_GETPAYMENTBYORDERIDREQUEST']._serialized_end=668
-  _globals['_PAYMENTSERVICE']._serialized_start=671
-  _globals['_PAYMENTSERVICE']._serialized_end=892
+  _globals['_LISTPENDINGDEADLINESREQUEST']._serialized_start=670
+  _globals['_LISTPENDINGDEADLINESREQUEST']._serialized_end=699
+  _globals['_PENDINGDEADLINE']._serialized_start=701
+  _globals['_PENDINGDEADLINE']._serialized_end=778
+  _globals['_LISTPENDINGDEADLINESRESPONSE']._serialized_start=780
+  _globals['_LISTPENDINGDEADLINESRESPONSE']._serialized_end=870
+  _globals['_PAYMENTSERVICE']._serialized_start=873
+  _globals['_PAYMENTSERVICE']._serialized_end=1226
 # @@protoc_insertion_point(module_scope)

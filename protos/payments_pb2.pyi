@@ -2,9 +2,10 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -68,3 +69,23 @@ class GetPaymentByOrderIdRequest(_message.Message):
     user_id: int
     order_id: int
     def __init__(self, user_id: _Optional[int] = ..., order_id: _Optional[int] = ...) -> None: ...
+
+class ListPendingDeadlinesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PendingDeadline(_message.Message):
+    __slots__ = ("payment_id", "expires_at_us", "adopted")
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_US_FIELD_NUMBER: _ClassVar[int]
+    ADOPTED_FIELD_NUMBER: _ClassVar[int]
+    payment_id: int
+    expires_at_us: int
+    adopted: bool
+    def __init__(self, payment_id: _Optional[int] = ..., expires_at_us: _Optional[int] = ..., adopted: _Optional[bool] = ...) -> None: ...
+
+class ListPendingDeadlinesResponse(_message.Message):
+    __slots__ = ("deadlines",)
+    DEADLINES_FIELD_NUMBER: _ClassVar[int]
+    deadlines: _containers.RepeatedCompositeFieldContainer[PendingDeadline]
+    def __init__(self, deadlines: _Optional[_Iterable[_Union[PendingDeadline, _Mapping]]] = ...) -> None: ...

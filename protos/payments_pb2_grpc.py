@@ -45,6 +45,11 @@ class PaymentServiceStub:
                 request_serializer=protos_dot_payments__pb2.GetSessionRequest.SerializeToString,
                 response_deserializer=protos_dot_payments__pb2.PaymentSession.FromString,
                 _registered_method=True)
+        self.ListPendingDeadlines = channel.unary_unary(
+                '/shopstream.payments.v1.PaymentService/ListPendingDeadlines',
+                request_serializer=protos_dot_payments__pb2.ListPendingDeadlinesRequest.SerializeToString,
+                response_deserializer=protos_dot_payments__pb2.ListPendingDeadlinesResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -65,6 +70,14 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPendingDeadlines(self, request, context):
+        """The deadlines the worker holds for pending payments, earliest first: its table's, and
+        those it adopted from PostgreSQL because the table lacked them. For operators and tests.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +90,11 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.GetSession,
                     request_deserializer=protos_dot_payments__pb2.GetSessionRequest.FromString,
                     response_serializer=protos_dot_payments__pb2.PaymentSession.SerializeToString,
+            ),
+            'ListPendingDeadlines': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPendingDeadlines,
+                    request_deserializer=protos_dot_payments__pb2.ListPendingDeadlinesRequest.FromString,
+                    response_serializer=protos_dot_payments__pb2.ListPendingDeadlinesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -133,6 +151,33 @@ class PaymentService:
             '/shopstream.payments.v1.PaymentService/GetSession',
             protos_dot_payments__pb2.GetSessionRequest.SerializeToString,
             protos_dot_payments__pb2.PaymentSession.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPendingDeadlines(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shopstream.payments.v1.PaymentService/ListPendingDeadlines',
+            protos_dot_payments__pb2.ListPendingDeadlinesRequest.SerializeToString,
+            protos_dot_payments__pb2.ListPendingDeadlinesResponse.FromString,
             options,
             channel_credentials,
             insecure,

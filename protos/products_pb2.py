@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/products.proto\x12\x16shopstream.products.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x01\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\r\n\x05price\x18\x04 \x01(\t\x12\r\n\x05stock\x18\x05 \x01(\x05\x12\x11\n\timage_url\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1f\n\x11GetProductRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"H\n\x13ListProductsRequest\x12\x0c\n\x04page\x18\x01 \x01(\x05\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x10\n\x08\x61\x66ter_id\x18\x03 \x01(\x03\"z\n\x14ListProductsResponse\x12\r\n\x05total\x18\x01 \x01(\x03\x12\x0c\n\x04page\x18\x02 \x01(\x05\x12\x12\n\ntotal_page\x18\x03 \x01(\x05\x12\x31\n\x08products\x18\x04 \x03(\x0b\x32\x1f.shopstream.products.v1.Product2\xd5\x01\n\x0eProductService\x12X\n\nGetProduct\x12).shopstream.products.v1.GetProductRequest\x1a\x1f.shopstream.products.v1.Product\x12i\n\x0cListProducts\x12+.shopstream.products.v1.ListProductsRequest\x1a,.shopstream.products.v1.ListProductsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/products.proto\x12\x16shopstream.products.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc9\x01\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\r\n\x05price\x18\x04 \x01(\t\x12\r\n\x05stock\x18\x05 \x01(\x05\x12\x11\n\timage_url\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x1f\n\x11GetProductRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"H\n\x13ListProductsRequest\x12\x0c\n\x04page\x18\x01 \x01(\x05\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x10\n\x08\x61\x66ter_id\x18\x03 \x01(\x03\"z\n\x14ListProductsResponse\x12\r\n\x05total\x18\x01 \x01(\x03\x12\x0c\n\x04page\x18\x02 \x01(\x05\x12\x12\n\ntotal_page\x18\x03 \x01(\x05\x12\x31\n\x08products\x18\x04 \x03(\x0b\x32\x1f.shopstream.products.v1.Product\"\'\n\x16ListBestSellersRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"/\n\nBestSeller\x12\x12\n\nproduct_id\x18\x01 \x01(\x03\x12\r\n\x05units\x18\x02 \x01(\x03\"\xb0\x01\n\x17ListBestSellersResponse\x12\x30\n\x0cwindow_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x07sellers\x18\x03 \x03(\x0b\x32\".shopstream.products.v1.BestSeller2\xc9\x02\n\x0eProductService\x12X\n\nGetProduct\x12).shopstream.products.v1.GetProductRequest\x1a\x1f.shopstream.products.v1.Product\x12i\n\x0cListProducts\x12+.shopstream.products.v1.ListProductsRequest\x1a,.shopstream.products.v1.ListProductsResponse\x12r\n\x0fListBestSellers\x12..shopstream.products.v1.ListBestSellersRequest\x1a/.shopstream.products.v1.ListBestSellersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,6 +41,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTPRODUCTSREQUEST']._serialized_end=391
   _globals['_LISTPRODUCTSRESPONSE']._serialized_start=393
   _globals['_LISTPRODUCTSRESPONSE']._serialized_end=515
-  _globals['_PRODUCTSERVICE']._serialized_start=518
-  _globals['_PRODUCTSERVICE']._serialized_end=731
+  _globals['_LISTBESTSELLERSREQUEST']._serialized_start=517
+  _globals['_LISTBESTSELLERSREQUEST']._serialized_end=556
+  _globals['_BESTSELLER']._serialized_start=558
+  _globals['_BESTSELLER']._serialized_end=605
+  _globals['_LISTBESTSELLERSRESPONSE']._serialized_start=608
+  _globals['_LISTBESTSELLERSRESPONSE']._serialized_end=784
+  _globals['_PRODUCTSERVICE']._serialized_start=787
+  _globals['_PRODUCTSERVICE']._serialized_end=1116
 # @@protoc_insertion_point(module_scope)

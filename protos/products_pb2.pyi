@@ -57,3 +57,27 @@ class ListProductsResponse(_message.Message):
     total_page: int
     products: _containers.RepeatedCompositeFieldContainer[Product]
     def __init__(self, total: _Optional[int] = ..., page: _Optional[int] = ..., total_page: _Optional[int] = ..., products: _Optional[_Iterable[_Union[Product, _Mapping]]] = ...) -> None: ...
+
+class ListBestSellersRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class BestSeller(_message.Message):
+    __slots__ = ("product_id", "units")
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    product_id: int
+    units: int
+    def __init__(self, product_id: _Optional[int] = ..., units: _Optional[int] = ...) -> None: ...
+
+class ListBestSellersResponse(_message.Message):
+    __slots__ = ("window_start", "window_end", "sellers")
+    WINDOW_START_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_END_FIELD_NUMBER: _ClassVar[int]
+    SELLERS_FIELD_NUMBER: _ClassVar[int]
+    window_start: _timestamp_pb2.Timestamp
+    window_end: _timestamp_pb2.Timestamp
+    sellers: _containers.RepeatedCompositeFieldContainer[BestSeller]
+    def __init__(self, window_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., window_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sellers: _Optional[_Iterable[_Union[BestSeller, _Mapping]]] = ...) -> None: ...

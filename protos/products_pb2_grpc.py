@@ -45,6 +45,11 @@ class ProductServiceStub:
                 request_serializer=protos_dot_products__pb2.ListProductsRequest.SerializeToString,
                 response_deserializer=protos_dot_products__pb2.ListProductsResponse.FromString,
                 _registered_method=True)
+        self.ListBestSellers = channel.unary_unary(
+                '/shopstream.products.v1.ProductService/ListBestSellers',
+                request_serializer=protos_dot_products__pb2.ListBestSellersRequest.SerializeToString,
+                response_deserializer=protos_dot_products__pb2.ListBestSellersResponse.FromString,
+                _registered_method=True)
 
 
 class ProductServiceServicer:
@@ -64,6 +69,14 @@ class ProductServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListBestSellers(self, request, context):
+        """The products with the most units sold (paid) in the current hour, most first; answered
+        from the worker's windowed Faust table. INVALID_ARGUMENT unless limit is 0..100.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ProductServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -76,6 +89,11 @@ def add_ProductServiceServicer_to_server(servicer, server):
                     servicer.ListProducts,
                     request_deserializer=protos_dot_products__pb2.ListProductsRequest.FromString,
                     response_serializer=protos_dot_products__pb2.ListProductsResponse.SerializeToString,
+            ),
+            'ListBestSellers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBestSellers,
+                    request_deserializer=protos_dot_products__pb2.ListBestSellersRequest.FromString,
+                    response_serializer=protos_dot_products__pb2.ListBestSellersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -132,6 +150,33 @@ class ProductService:
             '/shopstream.products.v1.ProductService/ListProducts',
             protos_dot_products__pb2.ListProductsRequest.SerializeToString,
             protos_dot_products__pb2.ListProductsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBestSellers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shopstream.products.v1.ProductService/ListBestSellers',
+            protos_dot_products__pb2.ListBestSellersRequest.SerializeToString,
+            protos_dot_products__pb2.ListBestSellersResponse.FromString,
             options,
             channel_credentials,
             insecure,

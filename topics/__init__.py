@@ -25,6 +25,8 @@ class Topic:
     # Compacted: the newest message of each key is kept for good (state, e.g. a table's changelog);
     # otherwise a message is deleted once it is older than `retention_ms`.
     compacted: bool = False
+    # A compacted topic whose keys are time windows: also deleted once older than retention_ms.
+    windowed: bool = False
     public: bool = field(default=True)
     retention_ms: int = 7 * DAY_MS
     # Copies of each partition, and how many must hold a write before it is acknowledged
@@ -54,7 +56,9 @@ class Topic:
         """The topic-level configs on a cluster where the topic has `replication` replicas:
         `min.insync.replicas` stays below it, so one broker may be down (or the only one up)."""
         configs = {"min.insync.replicas": str(max(1, min(self.min_insync, replication - 1)))}
-        if self.compacted:
+        if self.compacted and self.windowed:
+            configs |= {"cleanup.policy": "compact,delete", "retention.ms": str(self.retention_ms)}
+        elif self.compacted:
             configs["cleanup.policy"] = "compact"
         else:
             configs |= {"cleanup.policy": "delete", "retention.ms": str(self.retention_ms)}
@@ -122,6 +126,45 @@ PAYMENTS_EVENTS = Topic(
     messages=payments.EVENTS,
 )
 
+# The changelogs of the Faust tables, `<app id>-<table>-changelog` (the tables' apps are
+# `shopstream-<domain>-tables`): the workers do not declare
+# topics, so they are created with the rest. Faust co-partitions a table with its stream.
+PAYMENTS_DEADLINES_CHANGELOG = Topic(
+    name="shopstream-payments-tables-deadlines-changelog",
+    partitions=PAYMENTS_EVENTS.partitions,
+    key="the payment id (JSON)",
+    summary="The payments worker's table of pending payments' deadlines, from payments.events.",
+    compacted=True,
+    public=False,
+)
+PRODUCTS_UNITS_SOLD_CHANGELOG = Topic(
+    name="shopstream-products-tables-units-sold-changelog",
+    partitions=ORDERS_EVENTS.partitions,
+    key="[product id, [hour start, hour end]] (JSON)",
+    summary="Units sold per product per hour (best sellers), from OrderPaid on orders.events.",
+    compacted=True,
+    # The windows are kept 2 h in the worker; a day covers any restore.
+    windowed=True,
+    retention_ms=DAY_MS,
+    public=False,
+)
+PRODUCTS_UNITS_SOLD_ORDERS_CHANGELOG = Topic(
+    name="shopstream-products-tables-units-sold-orders-changelog",
+    partitions=ORDERS_EVENTS.partitions,
+    key="[order id, [hour start, hour end]] (JSON)",
+    summary="The orders counted in units-sold, so that a redelivered OrderPaid counts once.",
+    compacted=True,
+    # The windows are kept 2 h in the worker; a day covers any restore.
+    windowed=True,
+    retention_ms=DAY_MS,
+    public=False,
+)
+CHANGELOGS: tuple[Topic, ...] = (
+    PAYMENTS_DEADLINES_CHANGELOG,
+    PRODUCTS_UNITS_SOLD_CHANGELOG,
+    PRODUCTS_UNITS_SOLD_ORDERS_CHANGELOG,
+)
+
 CATALOGUE: tuple[Topic, ...] = (
     PRODUCTS_COMMANDS,
     PRODUCTS_EVENTS,
@@ -147,6 +190,7 @@ def all_topics(partitions: int = 0) -> list[Topic]:
     goes to `<name>.dlq` with the reason. `partitions` overrides the catalogue's counts (0: keep
     them): one worker per domain on a laptop gains nothing from more than one."""
     topics = [replace(t, partitions=partitions or t.partitions) for t in CATALOGUE]
+    topics += [replace(t, partitions=partitions or t.partitions) for t in CHANGELOGS]
     return topics + [t.dead_letters() for t in CATALOGUE]
 
 

@@ -160,6 +160,8 @@ class PaymentCreated(_Record):
     order_id: int
     user_id: int
     amount: Decimal
+    # When it expires unpaid; absent from events written before it was added.
+    expires_at: datetime | None = None
 
 
 class PaymentSucceeded(_Record):

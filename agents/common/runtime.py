@@ -16,6 +16,7 @@ import grpc
 import mode
 from aiokafka import AIOKafkaProducer
 from mode import Service
+from mode.utils.objects import cached_property
 
 from agents.common.db import create_pool
 from agents.common.grpc_server import GrpcServer, create_server
@@ -23,6 +24,7 @@ from agents.common.kafka_auth import client_options, faust_credentials
 from agents.common.logs import formatter_for
 from agents.common.relay import OutboxSweeper, Publisher
 from agents.common.settings import KafkaTuning, Settings
+from agents.common.transport import Consumer, FlowControl
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,17 @@ class DomainApp(faust.App):
 
     logger = logging.getLogger("faust.app")
     kafka_tuning: KafkaTuning
+
+    @cached_property
+    def flow_control(self) -> FlowControl:
+        """Faust's flow control of the streams' queues, emptied only on a real resume
+        (agents/common/transport.py)."""
+        return FlowControl(loop=self.loop, on_clear=self._on_queues_cleared)
+
+    def _on_queues_cleared(self) -> None:
+        consumer = self._consumer
+        if isinstance(consumer, Consumer):
+            consumer.on_queues_cleared()
 
 
 def create_faust_app(domain: str, settings: Settings, *, on_client_path: bool = True) -> DomainApp:
@@ -70,6 +83,15 @@ def create_faust_app(domain: str, settings: Settings, *, on_client_path: bool = 
     return app
 
 
+def create_tables_app(domain: str, settings: Settings) -> DomainApp:
+    """A second Faust app of the domain, for its Faust tables and the agents that fill them.
+
+    It has a consumer group of its own (`shopstream-<domain>-tables`): a table's recovery after
+    a restart pauses and re-seeks only this group, never the saga's agents. With tables in the
+    saga's own app, the SIGKILL proof lost messages on Apache Kafka (see the README)."""
+    return create_faust_app(f"{domain}-tables", settings, on_client_path=False)
+
+
 async def _connect_pool(dsn: str, max_size: int, timeout: float = 60.0) -> asyncpg.Pool:
     deadline = time.monotonic() + timeout
     delay = 0.1
@@ -99,9 +121,11 @@ class DomainRuntime(Service):
         domain: str,
         add_servicers: Callable[[grpc.aio.Server, DomainRuntime], list[str]],
         tasks: Sequence[Callable[[DomainRuntime], Awaitable[None]]] = (),
+        tables_app: faust.App | None = None,
         **kwargs: Any,
     ) -> None:
         self._background = tasks
+        self.tables_app = tables_app
         self.app = app
         self.settings = settings
         self.domain = domain
@@ -212,8 +236,12 @@ def run_worker(app: faust.App, runtime: DomainRuntime, settings: Settings) -> No
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     # A domain with no agents (identity is all gRPC) runs without a Faust consumer.
     options = _worker_options(runtime, settings)
+    services: list[Any] = [runtime]
+    if runtime.tables_app is not None:
+        runtime.tables_app.finalize()
+        services.append(runtime.tables_app)
     worker = (
-        faust.Worker(app, runtime, **options) if app.agents else mode.Worker(runtime, **options)
+        faust.Worker(app, *services, **options) if app.agents else mode.Worker(*services, **options)
     )
     worker.execute_from_commandline()
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -12,11 +10,11 @@ import faust
 import grpc
 
 from agents.common.agent import BatchHandler, Inbound, RequestMeta, Route, batch_agent, each
-from agents.common.failures import is_transient
 from agents.common.relay import Effects
-from agents.common.runtime import DomainRuntime, create_faust_app
+from agents.common.runtime import DomainRuntime, create_faust_app, create_tables_app
 from agents.common.settings import Settings
 from agents.payments import DOMAIN, handlers
+from agents.payments.deadlines import DeadlineTimer
 from agents.payments.providers import providers
 from agents.payments.repository import PaymentsUnitOfWork
 from agents.payments.servicer import PaymentServicer
@@ -26,32 +24,23 @@ from topics.envelope import Reply
 from topics.orders import OrderAwaitingPayment
 from topics.payments import InitiatePayment, PayPayment, ProviderPaymentOutcome
 
-log = logging.getLogger(__name__)
-
-EXPIRY_CHECK_S = 1.0
-
 
 def bootstrap(settings: Settings) -> tuple[faust.App, DomainRuntime]:
     # Off the client's path: an order is answered before its payment exists.
     app = create_faust_app(DOMAIN, settings, on_client_path=False)
+    tables = create_tables_app(DOMAIN, settings)
+    timer = DeadlineTimer(tables, settings.payment_ttl_s)
 
     def add_servicers(server: grpc.aio.Server, runtime: DomainRuntime) -> list[str]:
         payments_pb2_grpc.add_PaymentServiceServicer_to_server(
-            PaymentServicer(runtime.pool), server
+            PaymentServicer(runtime.pool, timer.deadlines), server
         )
         return [payments_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name]
 
     async def expire(runtime: DomainRuntime) -> None:
-        while True:
-            try:
-                if await handlers.expire_due(PaymentsUnitOfWork(runtime.pool)):
-                    runtime.sweeper.wake()
-            except Exception as e:
-                if not is_transient(e):
-                    log.exception("expiring payments failed")
-            await asyncio.sleep(EXPIRY_CHECK_S)
+        await timer.run(runtime.pool, runtime.sweeper.wake)
 
-    runtime = DomainRuntime(app, settings, DOMAIN, add_servicers, tasks=[expire])
+    runtime = DomainRuntime(app, settings, DOMAIN, add_servicers, tasks=[expire], tables_app=tables)
 
     def handled(handle: Callable[[Any, PaymentsUnitOfWork], Awaitable[Reply]]) -> BatchHandler:
         async def one(message: Any, _: RequestMeta, conn: asyncpg.Connection, fx: Effects) -> Reply:

@@ -58,7 +58,7 @@ async def create_payments(
     already (the event again) gets nothing more."""
     created = await create_many(conn, [i.message for i in batch], ttl_s)
     users = {i.message.order_id: i.message for i in batch}
-    for order_id, payment_id in created:
+    for order_id, payment_id, expires_at in created:
         event = users[order_id]
         fx.emit(
             PAYMENTS_EVENTS.name,
@@ -70,6 +70,7 @@ async def create_payments(
                 order_id=order_id,
                 user_id=event.user_id,
                 amount=event.total,
+                expires_at=expires_at,
             ),
         )
 
@@ -199,3 +200,13 @@ async def expire_due(uow: PaymentsUnitOfWork, limit: int = 100) -> int:
             await _failed(uow, payment, "expired")
         await uow.commit()
     return len(expired)
+
+
+async def expire(uow: PaymentsUnitOfWork, payment_ids: list[int]) -> list[int]:
+    """Fail those of these payments still pending past their deadline; the ids failed."""
+    async with uow:
+        expired = await uow.payments.expire(payment_ids)
+        for payment in expired:
+            await _failed(uow, payment, "expired")
+        await uow.commit()
+    return [p.id for p in expired]

@@ -24,7 +24,7 @@ CREATE_MANY = """
 INSERT INTO payments (order_id, user_id, amount, expires_at)
 SELECT o, u, a, now() + make_interval(secs => $4)
 FROM unnest($1::bigint[], $2::bigint[], $3::numeric[]) AS x(o, u, a)
-ON CONFLICT (order_id) DO NOTHING RETURNING order_id, id
+ON CONFLICT (order_id) DO NOTHING RETURNING order_id, id, expires_at
 """
 LOCK = f"SELECT {COLUMNS} FROM payments WHERE id = $1 FOR UPDATE"
 SET_STATUS = "UPDATE payments SET status = $2, reason = $3 WHERE id = $1"
@@ -38,6 +38,24 @@ WHERE id IN (
     ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
 )
 RETURNING {COLUMNS}
+"""
+# The same guard, for the payments a deadline table says are due: a payment paid meanwhile
+# (or locked by its payer right now) is left alone.
+EXPIRE_THESE = f"""
+UPDATE payments SET status = 'failed', reason = 'expired'
+WHERE id IN (
+    SELECT id FROM payments
+    WHERE id = ANY($1::bigint[]) AND status = 'pending' AND expires_at < now()
+    ORDER BY expires_at FOR UPDATE SKIP LOCKED
+)
+RETURNING {COLUMNS}
+"""
+NOT_PENDING = """
+SELECT x.id FROM unnest($1::bigint[]) AS x(id)
+WHERE NOT EXISTS (SELECT 1 FROM payments p WHERE p.id = x.id AND p.status = 'pending')
+"""
+PENDING_EXCEPT = """
+SELECT id, expires_at FROM payments WHERE status = 'pending' AND NOT (id = ANY($1::bigint[]))
 """
 BY_ORDER_FOR_USER = f"""
 SELECT {COLUMNS}, s.token, s.redirect_url FROM payments
@@ -191,6 +209,11 @@ class PaymentRepository:
         rows = await self._conn.fetch(EXPIRE_DUE, limit)
         return [p for r in rows if (p := _payment(r)) is not None]
 
+    async def expire(self, payment_ids: list[int]) -> list[PaymentRow]:
+        """Fail those of these payments still pending past their deadline."""
+        rows = await self._conn.fetch(EXPIRE_THESE, payment_ids)
+        return [p for r in rows if (p := _payment(r)) is not None]
+
 
 class PaymentsUnitOfWork(PgUnitOfWork):
     def __init__(
@@ -219,10 +242,21 @@ async def session_by_token(pool: asyncpg.Pool, token: str) -> SessionRow | None:
     return _session(await pool.fetchrow(SESSION_BY_TOKEN, token))
 
 
+async def not_pending(pool: asyncpg.Pool, payment_ids: list[int]) -> set[int]:
+    """Those of these payments that are settled, or do not exist."""
+    return {r["id"] for r in await pool.fetch(NOT_PENDING, payment_ids)}
+
+
+async def pending_except(pool: asyncpg.Pool, known: list[int]) -> dict[int, datetime]:
+    """The deadline of every pending payment but these."""
+    return {r["id"]: r["expires_at"] for r in await pool.fetch(PENDING_EXCEPT, known)}
+
+
 async def create_many(
     conn: asyncpg.Connection, orders: list[OrderAwaitingPayment], ttl_s: float
-) -> list[tuple[int, int]]:
-    """(order id, payment id) of each payment created; an order with one already is left out."""
+) -> list[tuple[int, int, datetime]]:
+    """(order id, payment id, deadline) of each payment created; an order with one already is
+    left out."""
     unique = {o.order_id: o for o in orders}.values()
     rows = await conn.fetch(
         CREATE_MANY,
@@ -231,4 +265,4 @@ async def create_many(
         [o.total for o in unique],
         ttl_s,
     )
-    return [(r["order_id"], r["id"]) for r in rows]
+    return [(r["order_id"], r["id"], r["expires_at"]) for r in rows]

@@ -1,5 +1,5 @@
-"""gRPC PaymentService: a user's payment by order id (another user's is NOT_FOUND), and a
-provider session by its token."""
+"""gRPC PaymentService: a user's payment by order id (another user's is NOT_FOUND), a
+provider session by its token, and the deadlines the worker holds."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import grpc
 
 from agents.common.errors import NotFound
 from agents.common.rpc import rpc, timestamp
+from agents.payments.deadlines import Deadlines
 from agents.payments.repository import PaymentRow, SessionRow, payment_for_user, session_by_token
 from protos import payments_pb2, payments_pb2_grpc
 
@@ -42,8 +43,9 @@ def session_proto(s: SessionRow) -> payments_pb2.PaymentSession:
 
 
 class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):  # type: ignore[misc]
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, deadlines: Deadlines) -> None:
         self._pool = pool
+        self._deadlines = deadlines
 
     @rpc
     async def GetPaymentByOrderId(
@@ -62,3 +64,18 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):  # type: ignore
         if session is None:
             raise NotFound("no such payment session")
         return session_proto(session)
+
+    @rpc
+    async def ListPendingDeadlines(
+        self, request: payments_pb2.ListPendingDeadlinesRequest, context: grpc.aio.ServicerContext
+    ) -> payments_pb2.ListPendingDeadlinesResponse:
+        return payments_pb2.ListPendingDeadlinesResponse(
+            deadlines=[
+                payments_pb2.PendingDeadline(
+                    payment_id=d.payment_id,
+                    expires_at_us=round(d.at * 1_000_000),
+                    adopted=d.adopted,
+                )
+                for d in self._deadlines.pending()
+            ]
+        )

@@ -10,9 +10,10 @@ import grpc
 
 from agents.common.agent import RequestMeta, Route, batch_agent, each
 from agents.common.relay import Effects
-from agents.common.runtime import DomainRuntime, create_faust_app
+from agents.common.runtime import DomainRuntime, create_faust_app, create_tables_app
 from agents.common.settings import Settings
 from agents.products import DOMAIN
+from agents.products.best_sellers import BestSellers
 from agents.products.handlers import handle_command
 from agents.products.repository import PgProductsUnitOfWork
 from agents.products.servicer import ProductServicer
@@ -26,13 +27,15 @@ from topics.products import CreateProduct, DeleteProduct, UpdateProduct, product
 
 def bootstrap(settings: Settings) -> tuple[faust.App, DomainRuntime]:
     app = create_faust_app(DOMAIN, settings)
+    tables = create_tables_app(DOMAIN, settings)
+    best_sellers = BestSellers(tables, lambda: runtime.pool)
 
     def add_servicers(server: grpc.aio.Server, runtime: DomainRuntime) -> list[str]:
-        servicer = ProductServicer(runtime.pool, settings.page_size)
+        servicer = ProductServicer(runtime.pool, settings.page_size, best_sellers)
         products_pb2_grpc.add_ProductServiceServicer_to_server(servicer, server)
         return [products_pb2.DESCRIPTOR.services_by_name["ProductService"].full_name]
 
-    runtime = DomainRuntime(app, settings, DOMAIN, add_servicers)
+    runtime = DomainRuntime(app, settings, DOMAIN, add_servicers, tables_app=tables)
 
     async def command(
         cmd: CreateProduct | UpdateProduct | DeleteProduct,

@@ -14,7 +14,14 @@ from gateway.keys import GRPC, PAGES, SETTINGS
 from gateway.problems import Problem
 from gateway.routes import command_id as new_command_id
 from gateway.routes import grpc_options, iso_time, json_response, send_command
-from gateway.schemas import Deleted, Product, ProductPage
+from gateway.schemas import (
+    BestSeller,
+    BestSellers,
+    BestSellersWindow,
+    Deleted,
+    Product,
+    ProductPage,
+)
 from gateway.validation import read_body, read_query
 from protos import products_pb2
 from topics import PRODUCTS_COMMANDS
@@ -30,6 +37,8 @@ from topics.products import (
 MAX_PAGE_SIZE = 100
 MAX_ID = 2**63 - 1
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+MAX_BEST_SELLERS = 100
+DEFAULT_BEST_SELLERS = 10
 
 
 class _Query(BaseModel):
@@ -65,6 +74,12 @@ class SeedPageQuery(PageQuery):
         int,
         Field(ge=0, le=1_000_000, description="pages count from 1; 0 or none is the first page"),
     ] = 1
+
+
+class BestSellersQuery(_Query):
+    limit: Annotated[
+        int, Field(ge=1, le=MAX_BEST_SELLERS, description="how many products to rank")
+    ] = DEFAULT_BEST_SELLERS
 
 
 class IdQuery(_Query):
@@ -131,6 +146,24 @@ async def seed_list_products(request: web.Request) -> web.Response:
 
 async def list_products(request: web.Request) -> web.Response:
     return await _list(request, read_query(request, PageQuery), 0)
+
+
+async def best_sellers(request: web.Request) -> web.Response:
+    """Units sold (paid) per product in the current hour, most first."""
+    query = read_query(request, BestSellersQuery)
+    reply = await request.app[GRPC].products.ListBestSellers(
+        products_pb2.ListBestSellersRequest(limit=query.limit), **grpc_options(request)
+    )
+    return json_response(
+        BestSellers(
+            window=BestSellersWindow(
+                start=iso_time(reply.window_start), end=iso_time(reply.window_end)
+            ),
+            products=[
+                BestSeller(product_id=s.product_id, units_sold=s.units) for s in reply.sellers
+            ],
+        )
+    )
 
 
 async def _get(request: web.Request, product_id: int) -> web.Response:
@@ -207,7 +240,9 @@ async def delete_product(request: web.Request) -> web.Response:
     return await _delete(request, _path_id(request))
 
 
-ID = PathParam("id", {"type": "integer", "minimum": 1, "maximum": MAX_ID})
+# Digits only, so that /api/v1/products/best-sellers is not taken for a product id (and its
+# `Allow` names only GET).
+ID = PathParam("id", {"type": "integer", "minimum": 1, "maximum": MAX_ID}, pattern="[0-9]+")
 WRITE_ERRORS = (400, 401, 403, 404, 413, 422, 429, 504)
 PAGE = {200: Response("a page of the catalogue, newest first", ProductPage)}
 ONE = {200: Response("the product", Product)}
@@ -278,6 +313,15 @@ OPERATIONS = (
         body=NewProduct,
         secured=True,
         idempotent=True,
+    ),
+    Operation(
+        "GET",
+        "/api/v1/products/best-sellers",
+        best_sellers,
+        "Best sellers: units sold (paid) per product in the current hour, most first",
+        {200: Response("the ranking", BestSellers)},
+        (422, 429, 503, 504),
+        query=BestSellersQuery,
     ),
     Operation(
         "GET",

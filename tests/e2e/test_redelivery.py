@@ -169,13 +169,13 @@ async def _ends(world: World, tps: set[TopicPartition]) -> dict[TopicPartition, 
         await consumer.stop()
 
 
-async def _lag(world: World) -> dict[str, int]:
-    """Messages each platform group has not read yet, over every partition it reads."""
+async def _lags(world: World) -> dict[str, dict[TopicPartition, tuple[int, int]]]:
+    """Each platform group's partitions not read to the end yet: (committed, end)."""
     committed = await _committed(world)
     tps = {tp for offsets in committed.values() for tp in offsets}
     ends = await _ends(world, tps)
     return {
-        group: sum(ends[tp] - offset for tp, offset in offsets.items())
+        group: {tp: (offset, ends[tp]) for tp, offset in offsets.items() if offset < ends[tp]}
         for group, offsets in committed.items()
     }
 
@@ -183,16 +183,23 @@ async def _lag(world: World) -> dict[str, int]:
 async def _caught_up(world: World) -> None:
     """Until every group has read everything, twice in a row (a reply or event sent again
     while reading moves the end)."""
-    seen: list[dict[str, int]] = []
+    seen: list[int] = []
+    behind: dict[str, dict[TopicPartition, tuple[int, int]]] = {}
 
     async def read_all() -> bool:
-        seen.append(await _lag(world))
-        return [sum(lag.values()) for lag in seen[-2:]] == [0, 0]
+        behind.clear()
+        behind.update({g: tps for g, tps in (await _lags(world)).items() if tps})
+        seen.append(sum(end - offset for tps in behind.values() for offset, end in tps.values()))
+        return seen[-2:] == [0, 0]
 
     try:
         await eventually(read_all, timeout=120, what="consumer groups caught up")
     except AssertionError as e:
-        raise AssertionError(f"{e}; unread messages by group, last polls: {seen[-3:]}") from None
+        detail = {
+            group: {f"{tp.topic}[{tp.partition}]": f"{c}/{end}" for tp, (c, end) in tps.items()}
+            for group, tps in behind.items()
+        }
+        raise AssertionError(f"{e}; still behind (committed/end): {detail}") from None
 
 
 async def _rewind_group(world: World, group: str, offsets: dict[TopicPartition, int]) -> int:

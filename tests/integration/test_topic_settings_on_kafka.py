@@ -97,6 +97,12 @@ def expected(topic: Topic, min_insync: int) -> dict[str, str]:
             "cleanup.policy": "delete",
             "retention.ms": str(DLQ_RETENTION_MS),
         }
+    if topic.compacted and topic.windowed:
+        return {
+            "min.insync.replicas": str(min_insync),
+            "cleanup.policy": "compact,delete",
+            "retention.ms": str(topic.retention_ms),
+        }
     if topic.compacted:
         return {"min.insync.replicas": str(min_insync), "cleanup.policy": "compact"}
     return {

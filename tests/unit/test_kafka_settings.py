@@ -124,6 +124,12 @@ def test_catalogue_configs() -> None:
     assert ORDERS_EVENTS.configs(1)["min.insync.replicas"] == "1"
     compacted = Topic(name="t", partitions=1, key="k", summary="s", compacted=True)
     assert compacted.configs(3) == {"min.insync.replicas": "2", "cleanup.policy": "compact"}
+    windowed = Topic(name="w", partitions=1, key="k", summary="s", compacted=True, windowed=True)
+    assert windowed.configs(1) == {
+        "min.insync.replicas": "1",
+        "cleanup.policy": "compact,delete",
+        "retention.ms": str(windowed.retention_ms),
+    }
     dead = compacted.dead_letters()
     assert (dead.name, dead.partitions, dead.compacted) == ("t.dlq", 1, False)
     assert dead.configs(3)["retention.ms"] == str(DLQ_RETENTION_MS)
