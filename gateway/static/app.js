@@ -60,6 +60,21 @@ function quiet() {
   alertBox.textContent = "";
 }
 
+// A table that scrolls on a narrow screen, its caption for screen readers only.
+function dataTable(caption, columns, rows) {
+  return h(
+    "div",
+    { class: "scroll" },
+    h(
+      "table",
+      {},
+      h("caption", { class: "visually-hidden" }, caption),
+      h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c)))),
+      h("tbody", {}, rows),
+    ),
+  );
+}
+
 function show(title, ...content) {
   const heading = h("h1", { tabindex: "-1" }, title);
   main.replaceChildren(heading, ...content);
@@ -489,17 +504,7 @@ async function ordersView(params) {
   );
   show(
     "My orders",
-    h(
-      "div",
-      { class: "scroll" },
-      h(
-        "table",
-        {},
-        h("caption", { class: "visually-hidden" }, "Your orders, newest first"),
-        h("thead", {}, h("tr", {}, ["Order", "Placed", "Total", "Status"].map((c) => h("th", { scope: "col" }, c)))),
-        h("tbody", {}, rows),
-      ),
-    ),
+    dataTable("Your orders, newest first", ["Order", "Placed", "Total", "Status"], rows),
     h(
       "nav",
       { class: "pager", "aria-label": "Pages" },
@@ -583,17 +588,7 @@ async function adminView(params) {
   show(
     "Admin: products",
     h("p", {}, h("a", { class: "button", href: "#/admin/products/new" }, "New product")),
-    h(
-      "div",
-      { class: "scroll" },
-      h(
-        "table",
-        {},
-        h("caption", { class: "visually-hidden" }, "The catalogue"),
-        h("thead", {}, h("tr", {}, ["Product", "Price", "Stock", "Actions"].map((c) => h("th", { scope: "col" }, c)))),
-        h("tbody", {}, rows),
-      ),
-    ),
+    dataTable("The catalogue", ["Product", "Price", "Stock", "Actions"], rows),
     h(
       "nav",
       { class: "pager", "aria-label": "Pages" },

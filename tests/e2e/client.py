@@ -39,3 +39,16 @@ async def call(
             assert body["status"] == status
             assert body["error"] == body["detail"]
     return body
+
+
+async def login(
+    platform: Platform, http: aiohttp.ClientSession, email: str, password: str
+) -> dict[str, Any]:
+    """`POST /api/v1/auth/login`, which must succeed: the tokens."""
+    return await call(
+        http,
+        "POST",
+        f"{platform.url}/api/v1/auth/login",
+        200,
+        json={"email": email, "password": password},
+    )

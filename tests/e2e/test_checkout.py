@@ -12,7 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from protos import orders_pb2, orders_pb2_grpc, payments_pb2, payments_pb2_grpc
-from tests.e2e.client import bearer, call
+from tests.e2e.client import bearer, call, login
 from tests.e2e.platform import Platform
 from tests.helpers import eventually
 from topics.payments import sign_report
@@ -29,13 +29,7 @@ async def new_user(platform: Platform, http: aiohttp.ClientSession) -> dict[str,
         201,
         json={"full_name": "Some Buyer", "email": email, "password": password},
     )
-    tokens = await call(
-        http,
-        "POST",
-        f"{platform.url}/api/v1/auth/login",
-        200,
-        json={"email": email, "password": password},
-    )
+    tokens = await login(platform, http, email, password)
     return bearer(tokens["token"])
 
 

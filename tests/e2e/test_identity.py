@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.e2e import client
-from tests.e2e.client import bearer
+from tests.e2e.client import bearer, login
 from tests.e2e.platform import SHOPSTREAM, Platform
 from tests.fake_oauth import FakeProvider
 from topics.admin import partitions_of
@@ -149,13 +149,7 @@ async def test_parallel_refreshes_yield_one_successor(
         201,
         json={"full_name": "Two Tabs", "email": email, "password": password},
     )
-    tokens = await call(
-        http,
-        "POST",
-        f"{platform.url}/api/v1/auth/login",
-        200,
-        json={"email": email, "password": password},
-    )
+    tokens = await login(platform, http, email, password)
 
     async def refresh() -> int:
         async with http.get(
@@ -186,13 +180,7 @@ async def test_an_admin_made_with_the_cli_may_write_the_catalogue(
     )
     assert out.returncode == 0, out.stderr
     assert "created admin" in out.stdout
-    tokens = await call(
-        http,
-        "POST",
-        f"{platform.url}/api/v1/auth/login",
-        200,
-        json={"email": email, "password": password},
-    )
+    tokens = await login(platform, http, email, password)
     assert tokens["role"] == "admin"
     await call(
         http,
@@ -211,13 +199,7 @@ async def test_an_admin_made_with_the_cli_may_write_the_catalogue(
         201,
         json={"full_name": "Just User", "email": user_email, "password": user_password},
     )
-    user = await call(
-        http,
-        "POST",
-        f"{platform.url}/api/v1/auth/login",
-        200,
-        json={"email": user_email, "password": user_password},
-    )
+    user = await login(platform, http, user_email, user_password)
     await call(
         http,
         "POST",

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.e2e.client import call
+from tests.e2e.client import login
 from tests.e2e.platform import SHOPSTREAM, Platform
 
 pytestmark = pytest.mark.e2e
@@ -49,13 +49,7 @@ async def admin_token(platform: Platform, http: aiohttp.ClientSession) -> str:
     )
     out, _ = await asyncio.wait_for(proc.communicate(f"{password}\n".encode()), 60)
     assert proc.returncode == 0, out.decode()
-    tokens = await call(
-        http,
-        "POST",
-        f"{platform.url}/api/v1/auth/login",
-        200,
-        json={"email": email, "password": password},
-    )
+    tokens = await login(platform, http, email, password)
     return str(tokens["token"])
 
 
