@@ -41,14 +41,14 @@ def run_file(settings: Settings) -> Path:
     return settings.state_dir / "run.json"
 
 
-def sandbox_secret(state_dir: Path) -> str:
-    """The sandbox payment provider's report-signing secret on this machine: made once and kept
-    in the state directory (owner-only), so that reports still in the broker verify after a
-    restart. A deployment sets SANDBOX_PROVIDER_SECRET itself (docs/deploy.md)."""
-    path = state_dir / "sandbox-provider-secret"
+def state_secret(state_dir: Path, name: str) -> str:
+    """A secret of this machine's `shopstream run`: made once and kept in the state directory
+    (owner-only), so that what was signed with it still verifies after a restart. A deployment
+    sets its secrets itself (docs/deploy.md)."""
+    path = state_dir / name
     if not path.exists():
         state_dir.mkdir(parents=True, exist_ok=True)
-        fresh = state_dir / f".sandbox-provider-secret.{os.getpid()}"
+        fresh = state_dir / f".{name}.{os.getpid()}"
         fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32) + "\n")
@@ -59,6 +59,16 @@ def sandbox_secret(state_dir: Path) -> str:
         finally:
             fresh.unlink()
     return path.read_text().strip()
+
+
+def sandbox_secret(state_dir: Path) -> str:
+    """The sandbox payment provider's report-signing secret on this machine."""
+    return state_secret(state_dir, "sandbox-provider-secret")
+
+
+def internal_secret(state_dir: Path) -> str:
+    """The secret the gateway and the workers sign service tokens and commands with."""
+    return state_secret(state_dir, "internal-secret")
 
 
 def say(line: str) -> None:
@@ -242,6 +252,8 @@ def run(settings: Settings, *, demo: bool = True) -> int:
     env.setdefault("SHOPSTREAM_STATE_DIR", str(settings.state_dir.resolve()))
     if not env.get("SANDBOX_PROVIDER_SECRET"):
         env["SANDBOX_PROVIDER_SECRET"] = sandbox_secret(settings.state_dir)
+    if not env.get("INTERNAL_SECRET"):
+        env["INTERNAL_SECRET"] = internal_secret(settings.state_dir)
     postgres: EmbeddedPostgres | None = None
     tansu: EmbeddedTansu | None = None
     cluster: KafkaCluster | None = None

@@ -12,6 +12,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import for_code
+from aiokafka.protocol.metadata import MetadataRequest
 
 from agents.common.kafka_auth import client_options
 from agents.common.settings import KafkaSecurity
@@ -103,19 +104,34 @@ async def ensure_topics(
 
 
 async def _until_led(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 30.0) -> None:
-    """Until every partition of new topics has a leader: Apache Kafka answers a creation before
-    its brokers know the topic, and a client that used it at once would fail until they do."""
+    """Until every broker knows every partition of new topics with a leader: Apache Kafka answers
+    a creation before its brokers know the topic, and a client that used it at once (or asked a
+    broker whose metadata is behind) would fail until they do."""
     async with asyncio.timeout(timeout_s):
         while True:
-            described = await admin.describe_topics(names)
+            brokers = [b.nodeId for b in admin._client.cluster.brokers()] or [None]
+            answers = [await _metadata(admin, node, names) for node in brokers]
             if all(
                 t["error_code"] == 0
                 and t["partitions"]
                 and all(p["leader"] >= 0 for p in t["partitions"])
+                for described in answers
                 for t in described
             ):
                 return
             await asyncio.sleep(0.05)
+
+
+async def _metadata(
+    admin: AIOKafkaAdminClient, node: int | None, names: list[str]
+) -> list[dict[str, Any]]:
+    """The topics as one broker (None: any) describes them."""
+    if node is None:
+        described: list[dict[str, Any]] = await admin.describe_topics(names)
+        return described
+    response = await admin._send_request_to_node(node, MetadataRequest(names))
+    topics: list[dict[str, Any]] = response.to_object()["topics"]
+    return topics
 
 
 async def _create(admin: AIOKafkaAdminClient, new: list[NewTopic]) -> list[str]:

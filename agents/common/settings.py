@@ -255,6 +255,8 @@ class Settings:
     edge: EdgeSettings = field(default_factory=EdgeSettings)
     request_timeout_s: float = 5.0
     jwt_secret: str = "dev-insecure-secret-change-me-0123456789"
+    # Signs the service tokens of gRPC calls and the commands on command topics (issue 11).
+    internal_secret: str = field(default="", repr=False)
     jwt_issuer: str = "shopstream"
     jwt_audience: str = "shopstream"
     max_body_bytes: int = 1024 * 1024
@@ -328,6 +330,7 @@ class Settings:
             edge=_edge_settings(e, gateway_port),
             request_timeout_s=_float(e, "REQUEST_TIMEOUT_S", d.request_timeout_s),
             jwt_secret=_str(e, "JWT_SECRET", d.jwt_secret),
+            internal_secret=_str(e, "INTERNAL_SECRET", d.internal_secret),
             jwt_issuer=_str(e, "JWT_ISSUER", d.jwt_issuer),
             jwt_audience=_str(e, "JWT_AUDIENCE", d.jwt_audience),
             max_body_bytes=_int(e, "MAX_BODY_BYTES", d.max_body_bytes),
@@ -349,6 +352,8 @@ class Settings:
             raise SettingsError("KAFKA_TOPIC_PARTITIONS must be 0 (the catalogue's) or more")
         if len(settings.jwt_secret) < 32:
             raise SettingsError("JWT_SECRET must be at least 32 characters")
+        if settings.internal_secret and len(settings.internal_secret) < 32:
+            raise SettingsError("INTERNAL_SECRET must be at least 32 characters")
         if settings.log_format not in ("json", "text"):
             raise SettingsError("LOG_FORMAT must be json or text")
         return settings

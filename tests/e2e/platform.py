@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.common.embedded import port_open
-from agents.supervisor import sandbox_secret
+from agents.supervisor import internal_secret, sandbox_secret
 from tests.infra import base_env
 
 SHOPSTREAM = str(Path(sys.executable).parent / "shopstream")
@@ -37,6 +37,11 @@ class Platform:
     def sandbox_secret(self) -> str:
         """The secret `shopstream run` made for the sandbox provider, as its children got it."""
         return self.env.get("SANDBOX_PROVIDER_SECRET") or sandbox_secret(self.state_dir)
+
+    @property
+    def internal_secret(self) -> str:
+        """The secret `shopstream run` made for service tokens and signed commands."""
+        return self.env.get("INTERNAL_SECRET") or internal_secret(self.state_dir)
 
     def addr(self, env_name: str) -> str:
         return self.env[env_name]
