@@ -19,9 +19,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import ValidationError
 
 from agents.common.errors import Refused
-from agents.common.settings import PaymentSettings, Settings, SettingsError
+from agents.common.settings import PAYMENT_PROVIDERS, PaymentSettings, Settings, SettingsError
 from agents.payments import handlers
 from agents.payments.providers import (
+    REGISTRY,
     PaymentProvider,
     ProviderSession,
     SandboxProvider,
@@ -30,6 +31,7 @@ from agents.payments.providers import (
 )
 from agents.payments.repository import NewReview, PaymentRow, ReviewRow, SessionRow
 from gateway.app import create_app
+from gateway.auth import mint_token
 from gateway.bus import BusClient
 from gateway.grpc_clients import GrpcClients
 from protos import payments_pb2
@@ -433,6 +435,7 @@ def test_provider_secrets_come_one_per_provider_from_the_settings() -> None:
         with pytest.raises(SettingsError, match=why):
             Settings.from_env(base | bad)
     assert SECRET not in repr(listed)
+    assert set(REGISTRY) == set(PAYMENT_PROVIDERS), "every provider settings accept is made"
 
 
 @pytest.mark.parametrize(
@@ -536,6 +539,27 @@ def _ts(when: datetime) -> Timestamp:
 class FakePaymentStub:
     def __init__(self) -> None:
         self.sessions: dict[str, payments_pb2.PaymentSession] = {}
+        self.asked_reviews: list[payments_pb2.ListReviewsRequest] = []
+
+    async def ListReviews(
+        self, request: payments_pb2.ListReviewsRequest, **kw: Any
+    ) -> payments_pb2.ListReviewsResponse:
+        self.asked_reviews.append(request)
+        review = payments_pb2.PaymentReview(
+            id=5,
+            payment_id=3,
+            order_id=11,
+            reason="paid_after_expiry",
+            refund_required=True,
+            provider="sandbox",
+            reference="psp-9",
+            session_reference="ps_open",
+            amount="28.00",
+            expected_amount="28.00",
+            payment_status="failed",
+            created_at=_ts(datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)),
+        )
+        return payments_pb2.ListReviewsResponse(reviews=[review])
 
     async def GetSession(
         self, request: payments_pb2.GetSessionRequest, **kw: Any
@@ -640,3 +664,38 @@ async def test_no_report_for_a_closed_session_or_without_a_decision(
     assert (await client.post("/sandbox/pay/late", data={"decision": "approve"})).status == 410
     assert (await client.post("/sandbox/pay/open", data={"decision": "maybe"})).status == 422
     assert bus.published == []
+
+
+# --- reconciliation cases at the gateway -------------------------------------------------------
+
+
+async def test_only_an_admin_lists_the_reconciliation_cases(
+    sandbox: tuple[TestClient[Any, Any], FakeBus, FakePaymentStub],
+) -> None:
+    client, _, stub = sandbox
+
+    def bearer(role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {mint_token(GATEWAY, sub='7', role=role)}"}
+
+    path = "/api/v1/admin/payments/reviews"
+    assert (await client.get(path)).status == 401
+    assert (await client.get(path, headers=bearer("user"))).status == 403
+    assert (await client.get(f"{path}?limit=101", headers=bearer("admin"))).status == 422
+    resp = await client.get(f"{path}?offset=20&limit=10", headers=bearer("admin"))
+    assert resp.status == 200
+    (case,) = (await resp.json())["reviews"]
+    assert case == {
+        "id": 5,
+        "payment_id": 3,
+        "order_id": 11,
+        "reason": "paid_after_expiry",
+        "refund_required": True,
+        "provider": "sandbox",
+        "reference": "psp-9",
+        "session_reference": "ps_open",
+        "amount": 28.0,
+        "expected_amount": 28.0,
+        "payment_status": "failed",
+        "created_at": "2026-01-02T03:04:05Z",
+    }
+    assert [(a.offset, a.limit) for a in stub.asked_reviews] == [(20, 10)]
