@@ -185,7 +185,7 @@ async def _bound(event: ProviderPaymentOutcome, u: PaymentsUnitOfWork) -> None:
         )
 
 
-def _review_reason(payment: PaymentRow, event: ProviderPaymentOutcome) -> ReviewReason:
+def _review_reason(payment: PaymentRow) -> ReviewReason:
     if payment.status == "succeeded":
         return "duplicate_success"
     if payment.status == "failed":
@@ -198,12 +198,13 @@ async def _needs_review(
 ) -> bool:
     """Open a reconciliation case for the money this report says moved; False when this charge
     has one already (the same report again, under another event id)."""
+    reason = _review_reason(payment)
     # Every case is money the order does not keep: a wrong amount fails the payment, a late
     # one finds the order cancelled, a second charge pays for nothing.
     review = await u.payments.add_review(
         NewReview(
             payment=payment,
-            reason=_review_reason(payment, event),
+            reason=reason,
             refund_required=True,
             provider=event.provider,
             reference=event.reference,
@@ -222,7 +223,7 @@ async def _needs_review(
             review_id=review.id,
             payment_id=payment.id,
             order_id=payment.order_id,
-            reason=_review_reason(payment, event),
+            reason=reason,
             refund_required=review.refund_required,
             provider=review.provider,
             reference=review.reference,
