@@ -247,6 +247,35 @@ class PaymentSession(_Out):
     qr_code_url: str | None
     expires_at: Timestamp
     status: PaymentStatus
+    reference: Annotated[
+        str | None,
+        Field(description="issued by the platform for this session; the provider reports with it"),
+    ] = None
+
+
+class PaymentReview(_Out):
+    """A reconciliation case: money a provider reported that the payment could not take."""
+
+    id: int
+    payment_id: int
+    order_id: int
+    reason: Literal[
+        "amount_mismatch", "paid_after_expiry", "paid_after_failure", "duplicate_success"
+    ]
+    refund_required: Annotated[
+        bool, Field(description="the money moved for nothing the order keeps: refund it")
+    ]
+    provider: str
+    reference: Annotated[str, Field(description="the provider's reference of the charge")]
+    session_reference: str
+    amount: Annotated[float, Field(description="what the provider reports it charged")]
+    expected_amount: Annotated[float, Field(description="the payment's amount")]
+    payment_status: Annotated[str, Field(description="the payment's status when the report came")]
+    created_at: Timestamp
+
+
+class PaymentReviewList(_Out):
+    reviews: list[PaymentReview]
 
 
 class Paid(_Out):

@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/payments.proto\x12\x16shopstream.payments.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x02\n\x07Payment\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08order_id\x18\x02 \x01(\x03\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05token\x18\n \x01(\t\x12\x14\n\x0credirect_url\x18\x0b \x01(\t\"\"\n\x11GetSessionRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\xc4\x01\n\x0ePaymentSession\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\x03\x12\x10\n\x08order_id\x18\x03 \x01(\x03\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\t\x12\x13\n\x0breturn_path\x18\x06 \x01(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epayment_status\x18\x08 \x01(\t\"?\n\x1aGetPaymentByOrderIdRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x10\n\x08order_id\x18\x02 \x01(\x03\"\x1d\n\x1bListPendingDeadlinesRequest\"M\n\x0fPendingDeadline\x12\x12\n\npayment_id\x18\x01 \x01(\x03\x12\x15\n\rexpires_at_us\x18\x02 \x01(\x03\x12\x0f\n\x07\x61\x64opted\x18\x03 \x01(\x08\"Z\n\x1cListPendingDeadlinesResponse\x12:\n\tdeadlines\x18\x01 \x03(\x0b\x32\'.shopstream.payments.v1.PendingDeadline2\xe1\x02\n\x0ePaymentService\x12j\n\x13GetPaymentByOrderId\x12\x32.shopstream.payments.v1.GetPaymentByOrderIdRequest\x1a\x1f.shopstream.payments.v1.Payment\x12_\n\nGetSession\x12).shopstream.payments.v1.GetSessionRequest\x1a&.shopstream.payments.v1.PaymentSession\x12\x81\x01\n\x14ListPendingDeadlines\x12\x33.shopstream.payments.v1.ListPendingDeadlinesRequest\x1a\x34.shopstream.payments.v1.ListPendingDeadlinesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15protos/payments.proto\x12\x16shopstream.payments.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x02\n\x07Payment\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08order_id\x18\x02 \x01(\x03\x12\x0f\n\x07user_id\x18\x03 \x01(\x03\x12\x0e\n\x06\x61mount\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05token\x18\n \x01(\t\x12\x14\n\x0credirect_url\x18\x0b \x01(\t\"\"\n\x11GetSessionRequest\x12\r\n\x05token\x18\x01 \x01(\t\"\xd7\x01\n\x0ePaymentSession\x12\r\n\x05token\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\x03\x12\x10\n\x08order_id\x18\x03 \x01(\x03\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\x0e\n\x06\x61mount\x18\x05 \x01(\t\x12\x13\n\x0breturn_path\x18\x06 \x01(\t\x12.\n\nexpires_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epayment_status\x18\x08 \x01(\t\x12\x11\n\treference\x18\t \x01(\t\"?\n\x1aGetPaymentByOrderIdRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\x03\x12\x10\n\x08order_id\x18\x02 \x01(\x03\"\x1d\n\x1bListPendingDeadlinesRequest\"M\n\x0fPendingDeadline\x12\x12\n\npayment_id\x18\x01 \x01(\x03\x12\x15\n\rexpires_at_us\x18\x02 \x01(\x03\x12\x0f\n\x07\x61\x64opted\x18\x03 \x01(\x08\"Z\n\x1cListPendingDeadlinesResponse\x12:\n\tdeadlines\x18\x01 \x03(\x0b\x32\'.shopstream.payments.v1.PendingDeadline\"3\n\x12ListReviewsRequest\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\r\n\x05limit\x18\x02 \x01(\x03\"\x9b\x02\n\rPaymentReview\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x12\n\npayment_id\x18\x02 \x01(\x03\x12\x10\n\x08order_id\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x17\n\x0frefund_required\x18\x05 \x01(\x08\x12\x10\n\x08provider\x18\x06 \x01(\t\x12\x11\n\treference\x18\x07 \x01(\t\x12\x19\n\x11session_reference\x18\x08 \x01(\t\x12\x0e\n\x06\x61mount\x18\t \x01(\t\x12\x17\n\x0f\x65xpected_amount\x18\n \x01(\t\x12\x16\n\x0epayment_status\x18\x0b \x01(\t\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x13ListReviewsResponse\x12\x36\n\x07reviews\x18\x01 \x03(\x0b\x32%.shopstream.payments.v1.PaymentReview2\xc9\x03\n\x0ePaymentService\x12j\n\x13GetPaymentByOrderId\x12\x32.shopstream.payments.v1.GetPaymentByOrderIdRequest\x1a\x1f.shopstream.payments.v1.Payment\x12_\n\nGetSession\x12).shopstream.payments.v1.GetSessionRequest\x1a&.shopstream.payments.v1.PaymentSession\x12\x81\x01\n\x14ListPendingDeadlines\x12\x33.shopstream.payments.v1.ListPendingDeadlinesRequest\x1a\x34.shopstream.payments.v1.ListPendingDeadlinesResponse\x12\x66\n\x0bListReviews\x12*.shopstream.payments.v1.ListReviewsRequest\x1a+.shopstream.payments.v1.ListReviewsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,15 +38,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSESSIONREQUEST']._serialized_start=370
   _globals['_GETSESSIONREQUEST']._serialized_end=404
   _globals['_PAYMENTSESSION']._serialized_start=407
-  _globals['_PAYMENTSESSION']._serialized_end=603
-  _globals['_GETPAYMENTBYORDERIDREQUEST']._serialized_start=605
-  _globals['_GETPAYMENTBYORDERIDREQUEST']._serialized_end=668
-  _globals['_LISTPENDINGDEADLINESREQUEST']._serialized_start=670
-  _globals['_LISTPENDINGDEADLINESREQUEST']._serialized_end=699
-  _globals['_PENDINGDEADLINE']._serialized_start=701
-  _globals['_PENDINGDEADLINE']._serialized_end=778
-  _globals['_LISTPENDINGDEADLINESRESPONSE']._serialized_start=780
-  _globals['_LISTPENDINGDEADLINESRESPONSE']._serialized_end=870
-  _globals['_PAYMENTSERVICE']._serialized_start=873
-  _globals['_PAYMENTSERVICE']._serialized_end=1226
+  _globals['_PAYMENTSESSION']._serialized_end=622
+  _globals['_GETPAYMENTBYORDERIDREQUEST']._serialized_start=624
+  _globals['_GETPAYMENTBYORDERIDREQUEST']._serialized_end=687
+  _globals['_LISTPENDINGDEADLINESREQUEST']._serialized_start=689
+  _globals['_LISTPENDINGDEADLINESREQUEST']._serialized_end=718
+  _globals['_PENDINGDEADLINE']._serialized_start=720
+  _globals['_PENDINGDEADLINE']._serialized_end=797
+  _globals['_LISTPENDINGDEADLINESRESPONSE']._serialized_start=799
+  _globals['_LISTPENDINGDEADLINESRESPONSE']._serialized_end=889
+  _globals['_LISTREVIEWSREQUEST']._serialized_start=891
+  _globals['_LISTREVIEWSREQUEST']._serialized_end=942
+  _globals['_PAYMENTREVIEW']._serialized_start=945
+  _globals['_PAYMENTREVIEW']._serialized_end=1228
+  _globals['_LISTREVIEWSRESPONSE']._serialized_start=1230
+  _globals['_LISTREVIEWSRESPONSE']._serialized_end=1307
+  _globals['_PAYMENTSERVICE']._serialized_start=1310
+  _globals['_PAYMENTSERVICE']._serialized_end=1767
 # @@protoc_insertion_point(module_scope)

@@ -43,7 +43,7 @@ class GetSessionRequest(_message.Message):
     def __init__(self, token: _Optional[str] = ...) -> None: ...
 
 class PaymentSession(_message.Message):
-    __slots__ = ("token", "payment_id", "order_id", "provider", "amount", "return_path", "expires_at", "payment_status")
+    __slots__ = ("token", "payment_id", "order_id", "provider", "amount", "return_path", "expires_at", "payment_status", "reference")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ORDER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,7 @@ class PaymentSession(_message.Message):
     RETURN_PATH_FIELD_NUMBER: _ClassVar[int]
     EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
     PAYMENT_STATUS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
     token: str
     payment_id: int
     order_id: int
@@ -60,7 +61,8 @@ class PaymentSession(_message.Message):
     return_path: str
     expires_at: _timestamp_pb2.Timestamp
     payment_status: str
-    def __init__(self, token: _Optional[str] = ..., payment_id: _Optional[int] = ..., order_id: _Optional[int] = ..., provider: _Optional[str] = ..., amount: _Optional[str] = ..., return_path: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., payment_status: _Optional[str] = ...) -> None: ...
+    reference: str
+    def __init__(self, token: _Optional[str] = ..., payment_id: _Optional[int] = ..., order_id: _Optional[int] = ..., provider: _Optional[str] = ..., amount: _Optional[str] = ..., return_path: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., payment_status: _Optional[str] = ..., reference: _Optional[str] = ...) -> None: ...
 
 class GetPaymentByOrderIdRequest(_message.Message):
     __slots__ = ("user_id", "order_id")
@@ -89,3 +91,45 @@ class ListPendingDeadlinesResponse(_message.Message):
     DEADLINES_FIELD_NUMBER: _ClassVar[int]
     deadlines: _containers.RepeatedCompositeFieldContainer[PendingDeadline]
     def __init__(self, deadlines: _Optional[_Iterable[_Union[PendingDeadline, _Mapping]]] = ...) -> None: ...
+
+class ListReviewsRequest(_message.Message):
+    __slots__ = ("offset", "limit")
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    offset: int
+    limit: int
+    def __init__(self, offset: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class PaymentReview(_message.Message):
+    __slots__ = ("id", "payment_id", "order_id", "reason", "refund_required", "provider", "reference", "session_reference", "amount", "expected_amount", "payment_status", "created_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    REFUND_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    SESSION_REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_STATUS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    payment_id: int
+    order_id: int
+    reason: str
+    refund_required: bool
+    provider: str
+    reference: str
+    session_reference: str
+    amount: str
+    expected_amount: str
+    payment_status: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[int] = ..., payment_id: _Optional[int] = ..., order_id: _Optional[int] = ..., reason: _Optional[str] = ..., refund_required: _Optional[bool] = ..., provider: _Optional[str] = ..., reference: _Optional[str] = ..., session_reference: _Optional[str] = ..., amount: _Optional[str] = ..., expected_amount: _Optional[str] = ..., payment_status: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListReviewsResponse(_message.Message):
+    __slots__ = ("reviews",)
+    REVIEWS_FIELD_NUMBER: _ClassVar[int]
+    reviews: _containers.RepeatedCompositeFieldContainer[PaymentReview]
+    def __init__(self, reviews: _Optional[_Iterable[_Union[PaymentReview, _Mapping]]] = ...) -> None: ...

@@ -50,6 +50,11 @@ class PaymentServiceStub:
                 request_serializer=protos_dot_payments__pb2.ListPendingDeadlinesRequest.SerializeToString,
                 response_deserializer=protos_dot_payments__pb2.ListPendingDeadlinesResponse.FromString,
                 _registered_method=True)
+        self.ListReviews = channel.unary_unary(
+                '/shopstream.payments.v1.PaymentService/ListReviews',
+                request_serializer=protos_dot_payments__pb2.ListReviewsRequest.SerializeToString,
+                response_deserializer=protos_dot_payments__pb2.ListReviewsResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -78,6 +83,14 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListReviews(self, request, context):
+        """Reconciliation cases, newest first: money a provider reported that a payment could not
+        take. For admins.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -95,6 +108,11 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.ListPendingDeadlines,
                     request_deserializer=protos_dot_payments__pb2.ListPendingDeadlinesRequest.FromString,
                     response_serializer=protos_dot_payments__pb2.ListPendingDeadlinesResponse.SerializeToString,
+            ),
+            'ListReviews': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReviews,
+                    request_deserializer=protos_dot_payments__pb2.ListReviewsRequest.FromString,
+                    response_serializer=protos_dot_payments__pb2.ListReviewsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +196,33 @@ class PaymentService:
             '/shopstream.payments.v1.PaymentService/ListPendingDeadlines',
             protos_dot_payments__pb2.ListPendingDeadlinesRequest.SerializeToString,
             protos_dot_payments__pb2.ListPendingDeadlinesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReviews(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shopstream.payments.v1.PaymentService/ListReviews',
+            protos_dot_payments__pb2.ListReviewsRequest.SerializeToString,
+            protos_dot_payments__pb2.ListReviewsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -14,8 +14,13 @@ from topics.payments import (
 )
 
 # Major: a change a partner's producer or consumer must follow (CHANGES says which).
-VERSION = "2.0.0"
+VERSION = "3.0.0"
 CHANGES = (
+    "3.0.0: a `ProviderPaymentOutcome` must carry `session_reference` (required, and part of "
+    "the signing input): the reference the platform gave the provider when it opened the "
+    "session; a report whose reference the platform did not issue for that payment and "
+    "provider is dead-lettered. `PaymentNeedsReview` on `payments.events`: money a provider "
+    "reported that the payment could not take, a case for an operator. "
     "2.0.0: a `ProviderPaymentOutcome` on `payments.provider-events` must carry `signature` "
     "(required; see that message's description for its exact input and algorithm), and may "
     "name its `provider`; a report without a valid signature is dead-lettered and changes "

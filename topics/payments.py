@@ -61,8 +61,8 @@ class InitiatePayment(_Record):
 
 class ProviderPaymentOutcome(_Record):
     """A payment provider reports the outcome of a payment, as its webhook would, signed with
-    the secret it shares with the platform (`signature`: see `signing_input`). Key: the
-    payment id."""
+    the secret it shares with the platform (`signature`: see `signing_input`), for the session
+    the platform opened with it (`session_reference`). Key: the payment id."""
 
     type: Literal["ProviderPaymentOutcome"] = "ProviderPaymentOutcome"
     event_id: UUID
@@ -72,20 +72,32 @@ class ProviderPaymentOutcome(_Record):
     reference: Annotated[str, Field(min_length=1, max_length=200)]
     reason: Annotated[str, Field(max_length=500)] = ""
     provider: ProviderName = "sandbox"
+    session_reference: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=200,
+            description=(
+                "the reference the platform gave the provider when it opened the session "
+                "for this payment"
+            ),
+        ),
+    ]
     signature: Annotated[
         str,
         Field(
             pattern=r"^[0-9a-f]{64}$",
             description=(
                 "lowercase hex HMAC-SHA256, keyed with the provider's secret, of "
-                "`event_id|payment_id|outcome|amount|reference|reason|provider` (amount with "
-                "two decimals): see the message's description"
+                "`event_id|payment_id|outcome|amount|reference|reason|provider|session_reference` "
+                "(amount with two decimals): see the message's description"
             ),
         ),
     ]
 
     def signing_input(self) -> bytes:
-        """`event_id|payment_id|outcome|amount with 2 decimals|reference|reason|provider`."""
+        """`event_id|payment_id|outcome|amount with 2 decimals|reference|reason|provider|
+        session_reference`."""
         fields = (
             str(self.event_id),
             str(self.payment_id),
@@ -94,6 +106,7 @@ class ProviderPaymentOutcome(_Record):
             self.reference,
             self.reason,
             self.provider,
+            self.session_reference,
         )
         return "|".join(fields).encode()
 
@@ -107,10 +120,10 @@ class ProviderPaymentOutcome(_Record):
 # How a provider signs a report: what partners must implement (docs/asyncapi.json, README).
 SIGNATURE_SCHEME = f"""\
 Every report must carry `signature`: the HMAC-SHA256 of the signing input, keyed with the
-secret the provider shares with the platform (its UTF-8 bytes; for the built-in sandbox,
-`SANDBOX_PROVIDER_SECRET`), written as 64 lowercase hexadecimal digits.
+secret the provider shares with the platform (its UTF-8 bytes; each provider has its own: for
+the built-in sandbox, `SANDBOX_PROVIDER_SECRET`), written as 64 lowercase hexadecimal digits.
 
-The signing input is the UTF-8 encoding of these seven fields joined by `|`, in this order,
+The signing input is the UTF-8 encoding of these eight fields joined by `|`, in this order,
 with nothing before, after or in between:
 1. `event_id`: the UUID in its canonical form, lowercase with hyphens
    (`6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b`), whatever case the report itself uses;
@@ -119,12 +132,20 @@ with nothing before, after or in between:
 4. `amount`: the decimal with exactly two digits after the point (`28.00`, never `28`);
 5. `reference`: as sent;
 6. `reason`: as sent, the empty string when absent;
-7. `provider`: as sent, `sandbox` when absent.
+7. `provider`: as sent, `sandbox` when absent;
+8. `session_reference`: the reference the platform gave the provider when it opened the
+   session for this payment, as given.
 
 The platform recomputes it with the secret of the provider the report names and compares in
-constant time. A report without a valid signature, or naming a provider the platform does not
-know, changes nothing: it goes to `payments.provider-events.dlq` with the reason in the
-`{Headers.DLQ_REASON}` header. A retried report (same `event_id`) is applied once."""
+constant time, then checks that `session_reference` is one it issued, for this `payment_id`
+and to this `provider`. A report without a valid signature, naming a provider the platform
+does not know, or whose reference the platform did not issue for that payment and provider,
+changes nothing: it goes to `payments.provider-events.dlq` with the reason in the
+`{Headers.DLQ_REASON}` header. A retried report (same `event_id`) is applied once.
+
+A success the platform cannot keep as the payment (another amount, after the payment expired
+or failed, or a second charge) is not lost: the payment is put under review and
+`PaymentNeedsReview` goes to `payments.events`, once per charge (`provider`, `reference`)."""
 
 # A worked example of SIGNATURE_SCHEME (tests/unit/test_payment_provider.py checks it).
 SIGNATURE_EXAMPLE_SECRET = "example-secret-never-use-0123456789ab"
@@ -137,10 +158,12 @@ SIGNATURE_EXAMPLE = {
     "reference": "psp-7781",
     "reason": "",
     "provider": "sandbox",
-    "signature": "6c190544799d2ca9df63e512f99bd0b34749614b0c39a88356f2902c1bdd2718",
+    "session_reference": "ps_Zk3v9QeW1rT5yU7iO2pA4sD6",
+    "signature": "2a506620ff1355a3272ca00b4a2dc8baa69ac53cdbeab93387ce9317f7691f66",
 }
 SIGNATURE_EXAMPLE_INPUT = (
-    "6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b|42|succeeded|28.00|psp-7781||sandbox"
+    "6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b|42|succeeded|28.00|psp-7781||sandbox|"
+    "ps_Zk3v9QeW1rT5yU7iO2pA4sD6"
 )
 
 
@@ -185,10 +208,44 @@ class PaymentFailed(_Record):
     reason: str
 
 
+ReviewReason = Literal[
+    "amount_mismatch", "paid_after_expiry", "paid_after_failure", "duplicate_success"
+]
+
+
+class PaymentNeedsReview(_Record):
+    """A provider reports money moved that the platform cannot keep as the order's payment: a
+    success for another amount (the payment fails, the order is cancelled), after the payment
+    expired or failed (the order stays cancelled), or a second charge of a paid payment (the
+    order stays paid). An operator settles it with the provider; `refund_required` when the
+    money moved for nothing the order will get. Once per charge. Key: the order id."""
+
+    type: Literal["PaymentNeedsReview"] = "PaymentNeedsReview"
+    event_id: UUID
+    occurred_at: datetime
+    review_id: int
+    payment_id: int
+    order_id: int
+    reason: ReviewReason
+    refund_required: bool
+    provider: str
+    # The provider's reference of the charge, and the session the platform opened.
+    reference: str
+    session_reference: str
+    amount: Decimal
+    expected_amount: Decimal
+
+
 PaymentEvent = Annotated[
-    PaymentCreated | PaymentSucceeded | PaymentFailed, Field(discriminator="type")
+    PaymentCreated | PaymentSucceeded | PaymentFailed | PaymentNeedsReview,
+    Field(discriminator="type"),
 ]
 
 COMMANDS: tuple[type[BaseModel], ...] = (PayPayment, InitiatePayment)
 PROVIDER: tuple[type[BaseModel], ...] = (ProviderPaymentOutcome,)
-EVENTS: tuple[type[BaseModel], ...] = (PaymentCreated, PaymentSucceeded, PaymentFailed)
+EVENTS: tuple[type[BaseModel], ...] = (
+    PaymentCreated,
+    PaymentSucceeded,
+    PaymentFailed,
+    PaymentNeedsReview,
+)

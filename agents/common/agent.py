@@ -31,6 +31,7 @@ import faust
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from agents.common.errors import Refused
 from agents.common.failures import retry_while_transient
 from agents.common.logs import request_id_var
 from agents.common.relay import Effects
@@ -201,6 +202,11 @@ class BatchAgent:
 
     async def _give_up(self, item: _Item, error: Exception) -> None:
         """A message failed for a reason retrying cannot fix."""
+        if isinstance(error, Refused):
+            log.warning("refused a message of %s: %s", self.topic.name, error)
+            failure = Reply.failure(ErrorType.INVALID, str(error))
+            await self._refuse(item.event, f"refused: {error}", failure)
+            return
         log.error("handling a message of %s failed", self.topic.name, exc_info=error)
         failure = Reply.failure(ErrorType.INTERNAL, "the command could not be handled")
         await self._refuse(item.event, f"internal: {type(error).__name__}: {error}", failure)

@@ -31,3 +31,8 @@ class Unauthorized(DomainError):
 
 class Unavailable(DomainError):
     error_type = ErrorType.UNAVAILABLE
+
+
+class Refused(Exception):
+    """A message that must change nothing (a partner's report the platform cannot bind to what
+    it issued): dead-lettered with the reason, never recorded as handled."""

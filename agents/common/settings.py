@@ -225,14 +225,18 @@ class PaymentSettings:
     public_url: str = "http://127.0.0.1:8080"
     # No default: `shopstream run` makes one (agents/supervisor.py); a deployment sets its own.
     sandbox_secret: str = field(default="", repr=False)
+    # PAYMENT_PROVIDER_SECRETS: every other provider's secret, by name.
+    provider_secrets: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def secrets(self) -> dict[str, str]:
-        """Each provider's report-signing secret, by provider name."""
-        return {"sandbox": self.sandbox_secret}
+        """Each provider's report-signing secret, by provider name: a report is checked with
+        the secret of the provider it names, never another's."""
+        return {**self.provider_secrets, "sandbox": self.sandbox_secret}
 
 
 PAYMENT_PROVIDERS = ("sandbox",)
+SECRET_MIN = 32
 
 
 @dataclass(frozen=True)
@@ -371,6 +375,11 @@ class Settings:
                 "SANDBOX_PROVIDER_SECRET is not set: the gateway and the payments worker need the "
                 "same one, at least 32 characters (shopstream run makes one for its children)"
             )
+        if not self.payments.secrets.get(self.payments.provider):
+            raise SettingsError(
+                f"PAYMENT_PROVIDER_SECRETS has no secret for {self.payments.provider}: the "
+                "payments worker checks its reports with it"
+            )
 
     def require_kafka(self) -> str:
         if not self.kafka_broker:
@@ -470,13 +479,42 @@ def _payment_settings(e: Mapping[str, str], gateway_port: int) -> PaymentSetting
         public_url=_str(e, "PUBLIC_URL", f"http://127.0.0.1:{gateway_port}").rstrip("/"),
         sandbox_secret=_str(e, "SANDBOX_PROVIDER_SECRET", d.sandbox_secret),
     )
+    listed = _provider_secrets(_str(e, "PAYMENT_PROVIDER_SECRETS", ""))
+    sandbox = listed.pop("sandbox", "")
+    if sandbox and payments.sandbox_secret and sandbox != payments.sandbox_secret:
+        raise SettingsError("SANDBOX_PROVIDER_SECRET and PAYMENT_PROVIDER_SECRETS differ")
+    payments = replace(
+        payments, sandbox_secret=payments.sandbox_secret or sandbox, provider_secrets=listed
+    )
+    given = [secret for secret in payments.secrets.values() if secret]
+    if len(set(given)) < len(given):
+        raise SettingsError("each payment provider needs its own secret")
     if payments.provider not in PAYMENT_PROVIDERS:
         raise SettingsError(f"PAYMENT_PROVIDER must be one of {', '.join(PAYMENT_PROVIDERS)}")
     if not payments.public_url.startswith(("https://", "http://")):
         raise SettingsError("PUBLIC_URL must be an http(s) URL")
-    if payments.sandbox_secret and len(payments.sandbox_secret) < 32:
+    if payments.sandbox_secret and len(payments.sandbox_secret) < SECRET_MIN:
         raise SettingsError("SANDBOX_PROVIDER_SECRET must be at least 32 characters")
     return payments
+
+
+def _provider_secrets(raw: str) -> dict[str, str]:
+    """`name=secret,name=secret`: one secret per provider the platform knows (the sandbox's may
+    be SANDBOX_PROVIDER_SECRET instead), each at least 32 characters."""
+    found: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, sep, secret = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise SettingsError("PAYMENT_PROVIDER_SECRETS is name=secret, comma-separated")
+        if name not in PAYMENT_PROVIDERS:
+            raise SettingsError(f"PAYMENT_PROVIDER_SECRETS: no payment provider {name}")
+        if name in found:
+            raise SettingsError(f"PAYMENT_PROVIDER_SECRETS names {name} twice")
+        if len(secret) < SECRET_MIN:
+            raise SettingsError(f"the secret of provider {name} must be at least 32 characters")
+        found[name] = secret
+    return found
 
 
 def _edge_settings(e: Mapping[str, str], gateway_port: int) -> EdgeSettings:

@@ -28,14 +28,21 @@ from agents.common.failures import is_transient
 from agents.payments import handlers
 from agents.payments.repository import PaymentsUnitOfWork, not_pending, pending_except
 from topics import PAYMENTS_EVENTS
-from topics.payments import PaymentCreated, PaymentEvent, PaymentFailed, PaymentSucceeded
+from topics.payments import (
+    PaymentCreated,
+    PaymentEvent,
+    PaymentFailed,
+    PaymentNeedsReview,
+    PaymentSucceeded,
+)
 
 log = logging.getLogger(__name__)
 
 TABLE = "deadlines"
 EXPIRY_CHECK_S = 1.0
 
-_events: TypeAdapter[PaymentCreated | PaymentSucceeded | PaymentFailed] = TypeAdapter(PaymentEvent)
+AnyPaymentEvent = PaymentCreated | PaymentSucceeded | PaymentFailed | PaymentNeedsReview
+_events: TypeAdapter[AnyPaymentEvent] = TypeAdapter(PaymentEvent)
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,7 @@ class Deadlines:
         # Due payments that Postgres says are settled: skipped until their event clears them.
         self._settled: set[int] = set()
 
-    def apply(self, event: PaymentCreated | PaymentSucceeded | PaymentFailed) -> None:
+    def apply(self, event: AnyPaymentEvent) -> None:
         """Follow one payment event; its redelivery changes nothing."""
         match event:
             case PaymentCreated():
@@ -87,7 +94,7 @@ class Deadlines:
                 self._settled.add(payment_id)
 
 
-def read_event(value: bytes) -> PaymentCreated | PaymentSucceeded | PaymentFailed | None:
+def read_event(value: bytes) -> AnyPaymentEvent | None:
     try:
         return _events.validate_json(value)
     except ValidationError as e:

@@ -11,11 +11,11 @@ from pydantic import ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agents.common.agent import Inbound
-from agents.common.errors import Conflict, Invalid, NotFound
+from agents.common.errors import Conflict, Invalid, NotFound, Refused
 from agents.common.ledger import handle_once
 from agents.common.relay import Effects
-from agents.payments.providers import PaymentProvider, SessionRequest
-from agents.payments.repository import PaymentRow, PaymentsUnitOfWork, create_many
+from agents.payments.providers import PaymentProvider, SessionRequest, new_reference
+from agents.payments.repository import NewReview, PaymentRow, PaymentsUnitOfWork, create_many
 from topics import PAYMENTS_EVENTS
 from topics.envelope import Reply
 from topics.orders import OrderAwaitingPayment
@@ -23,9 +23,11 @@ from topics.payments import (
     InitiatePayment,
     PaymentCreated,
     PaymentFailed,
+    PaymentNeedsReview,
     PaymentSucceeded,
     PayPayment,
     ProviderPaymentOutcome,
+    ReviewReason,
 )
 
 
@@ -101,18 +103,22 @@ async def initiate(
         payment = _payable(await u.payments.lock(cmd.payment_id), cmd.user_id, cmd.payment_id)
         session = await u.payments.open_session(payment.id, provider.name)
         if session is None:
+            reference = new_reference()
             created = await provider.create_session(
                 SessionRequest(
                     payment_id=payment.id,
                     order_id=payment.order_id,
                     amount=payment.amount,
                     expires_at=payment.expires_at,
+                    reference=reference,
                     customer_name=cmd.customer_name,
                     customer_email=cmd.customer_email,
                     payment_method=cmd.payment_method,
                 )
             )
-            session = await u.payments.add_session(payment, provider.name, created, cmd.return_path)
+            session = await u.payments.add_session(
+                payment, provider.name, created, cmd.return_path, reference
+            )
         return Reply.success({"session": session.to_json()})
 
     return await handle_once(uow, cmd.command_id, apply)
@@ -164,30 +170,109 @@ async def pay(cmd: PayPayment, uow: PaymentsUnitOfWork) -> Reply:
     return await handle_once(uow, cmd.command_id, apply)
 
 
+async def _bound(event: ProviderPaymentOutcome, u: PaymentsUnitOfWork) -> None:
+    """The report is for a session the platform opened, for this payment, with this provider;
+    otherwise it changes nothing and is dead-lettered with the reason."""
+    session = await u.payments.session_by_reference(event.session_reference)
+    if session is None:
+        raise Refused(f"no session has the reference {event.session_reference!r}")
+    if session.payment_id != event.payment_id:
+        raise Refused(f"session {event.session_reference!r} is not for payment {event.payment_id}")
+    if session.provider != event.provider:
+        raise Refused(
+            f"session {event.session_reference!r} was opened with {session.provider}, "
+            f"not {event.provider}"
+        )
+
+
+def _review_reason(payment: PaymentRow) -> ReviewReason:
+    if payment.status == "succeeded":
+        return "duplicate_success"
+    if payment.status == "failed":
+        return "paid_after_expiry" if payment.reason == "expired" else "paid_after_failure"
+    return "amount_mismatch"
+
+
+async def _needs_review(
+    u: PaymentsUnitOfWork, payment: PaymentRow, event: ProviderPaymentOutcome
+) -> bool:
+    """Open a reconciliation case for the money this report says moved; False when this charge
+    has one already (the same report again, under another event id)."""
+    reason = _review_reason(payment)
+    # Every case is money the order does not keep: a wrong amount fails the payment, a late
+    # one finds the order cancelled, a second charge pays for nothing.
+    review = await u.payments.add_review(
+        NewReview(
+            payment=payment,
+            reason=reason,
+            refund_required=True,
+            provider=event.provider,
+            reference=event.reference,
+            session_reference=event.session_reference,
+            amount=event.amount,
+        )
+    )
+    if review is None:
+        return False
+    await u.outbox.add(
+        PAYMENTS_EVENTS.name,
+        str(payment.order_id),
+        PaymentNeedsReview(
+            event_id=uuid.uuid4(),
+            occurred_at=_now(),
+            review_id=review.id,
+            payment_id=payment.id,
+            order_id=payment.order_id,
+            reason=reason,
+            refund_required=review.refund_required,
+            provider=review.provider,
+            reference=review.reference,
+            session_reference=review.session_reference,
+            amount=review.amount,
+            expected_amount=review.expected_amount,
+        ),
+    )
+    return True
+
+
 async def provider_outcome(event: ProviderPaymentOutcome, uow: PaymentsUnitOfWork) -> Reply:
-    """A provider's report: applied to a pending payment, ignored (and recorded) otherwise."""
+    """A provider's report for a session the platform opened: a success for the amount pays a
+    pending payment; a decline fails it; money the payment cannot take (another amount, after
+    it expired or failed, a second charge) is a reconciliation case; anything else is
+    recorded and changes nothing."""
 
     async def apply(u: PaymentsUnitOfWork) -> Reply:
         payment = await u.payments.lock(event.payment_id)
         if payment is None:
-            raise NotFound(f"payment {event.payment_id} does not exist")
-        if payment.status != "pending":
+            raise Refused(f"payment {event.payment_id} does not exist")
+        await _bound(event, u)
+        succeeded = event.outcome == "succeeded"
+        if payment.status == "pending" and not succeeded:
+            reason = event.reason or "declined by the provider"
+            await u.payments.settle(payment.id, "failed", reason)
+            await u.payments.record(payment.id, event.amount, "failed", event.reference)
+            await _failed(u, payment, reason)
+            return Reply.success({"payment_id": payment.id, "applied": True})
+        if payment.status == "pending" and event.amount == payment.amount:
+            await u.payments.settle(payment.id, "succeeded")
+            await u.payments.record(payment.id, event.amount, "succeeded", event.reference)
+            await _succeeded(u, payment)
+            return Reply.success({"payment_id": payment.id, "applied": True})
+        if not succeeded or (
+            payment.status == "succeeded"
+            and await u.payments.charge_source(payment.id) == event.reference
+        ):
+            # No money moved, or the charge the payment has, reported again.
             await u.payments.record(
                 payment.id, event.amount, f"ignored:{event.outcome}", event.reference
             )
             return Reply.success({"payment_id": payment.id, "applied": False})
-        if event.outcome == "succeeded" and event.amount == payment.amount:
-            await u.payments.settle(payment.id, "succeeded")
-            await u.payments.record(payment.id, event.amount, "succeeded", event.reference)
-            await _succeeded(u, payment)
-        else:
-            reason = event.reason or (
-                "amount mismatch" if event.outcome == "succeeded" else "declined by the provider"
-            )
-            await u.payments.settle(payment.id, "failed", reason)
-            await u.payments.record(payment.id, event.amount, "failed", event.reference)
-            await _failed(u, payment, reason)
-        return Reply.success({"payment_id": payment.id, "applied": True})
+        opened = await _needs_review(u, payment, event)
+        await u.payments.record(payment.id, event.amount, "review", event.reference)
+        if payment.status == "pending":
+            await u.payments.settle(payment.id, "failed", "amount mismatch")
+            await _failed(u, payment, "amount mismatch")
+        return Reply.success({"payment_id": payment.id, "applied": False, "review": opened})
 
     return await handle_once(uow, event.event_id, apply)
 

@@ -1,8 +1,9 @@
 """Payment providers: a session on the provider's side for a payment, paid on its own page.
 
-A provider is told the payment's amount (the server's, never the client's) and answers with a
-session: a token, the URL of its hosted page and an expiry. It reports the outcome later on
-`payments.provider-events`, signed with the secret it shares with the platform.
+A provider is told the payment's amount (the server's, never the client's) and the reference the
+platform issued for the session, and answers with a session: a token, the URL of its hosted page
+and an expiry. It reports the outcome later on `payments.provider-events`, for that reference,
+signed with the secret it alone shares with the platform.
 """
 
 from __future__ import annotations
@@ -20,12 +21,18 @@ from topics.payments import ProviderPaymentOutcome
 SANDBOX_PAGE = "/sandbox/pay/"
 
 
+def new_reference() -> str:
+    """A session's reference, issued by the platform: reports must carry it."""
+    return "ps_" + secrets.token_urlsafe(18)
+
+
 @dataclass(frozen=True)
 class SessionRequest:
     payment_id: int
     order_id: int
     amount: Decimal
     expires_at: datetime
+    reference: str = ""
     customer_name: str = ""
     customer_email: str = ""
     payment_method: str = ""
@@ -54,9 +61,9 @@ class SandboxProvider:
 
     name = "sandbox"
 
-    def __init__(self, settings: PaymentSettings) -> None:
+    def __init__(self, settings: PaymentSettings, secret: str) -> None:
         self._public_url = settings.public_url
-        self._secret = settings.sandbox_secret
+        self._secret = secret
 
     async def create_session(self, request: SessionRequest) -> ProviderSession:
         token = secrets.token_urlsafe(24)
@@ -70,6 +77,16 @@ class SandboxProvider:
         return report.signed_by(self._secret)
 
 
+class ProviderFactory(Protocol):
+    def __call__(self, settings: PaymentSettings, secret: str) -> PaymentProvider: ...
+
+
+# Every provider the platform can open sessions with (settings.PAYMENT_PROVIDERS names them).
+REGISTRY: dict[str, ProviderFactory] = {"sandbox": SandboxProvider}
+
+
 def providers(settings: PaymentSettings) -> dict[str, PaymentProvider]:
-    """Every provider the platform knows, by name."""
-    return {"sandbox": SandboxProvider(settings)}
+    """Every provider the platform knows, by name, each with its own secret (none: it verifies
+    nothing)."""
+    secrets_ = settings.secrets
+    return {name: make(settings, secrets_.get(name, "")) for name, make in REGISTRY.items()}

@@ -66,8 +66,8 @@ LEFT JOIN LATERAL (
 WHERE order_id = $1 AND user_id = $2
 """
 SESSION_COLUMNS = """
-s.token, s.payment_id, p.order_id, s.provider, s.amount, s.redirect_url, s.return_path,
-s.va_number, s.qr_code_url, s.expires_at, p.status AS payment_status
+s.token, s.reference, s.payment_id, p.order_id, s.provider, s.amount, s.redirect_url,
+s.return_path, s.va_number, s.qr_code_url, s.expires_at, p.status AS payment_status
 """
 OPEN_SESSION = f"""
 SELECT {SESSION_COLUMNS} FROM payment_sessions s JOIN payments p ON p.id = s.payment_id
@@ -77,8 +77,30 @@ ORDER BY s.created_at DESC LIMIT 1
 ADD_SESSION = """
 INSERT INTO payment_sessions
     (token, payment_id, provider, amount, redirect_url, return_path, va_number, qr_code_url,
-     expires_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+     expires_at, reference)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+"""
+SESSION_BY_REFERENCE = f"""
+SELECT {SESSION_COLUMNS} FROM payment_sessions s JOIN payments p ON p.id = s.payment_id
+WHERE s.reference = $1
+"""
+CHARGE_SOURCE = """
+SELECT source FROM payment_transactions WHERE payment_id = $1 AND outcome = 'succeeded'
+"""
+REVIEW_COLUMNS = """
+id, payment_id, order_id, reason, refund_required, provider, reference, session_reference,
+amount, expected_amount, payment_status, created_at
+"""
+# One case per charge: the provider's reference of it.
+ADD_REVIEW = f"""
+INSERT INTO payment_reviews
+    (payment_id, order_id, reason, refund_required, provider, reference, session_reference,
+     amount, expected_amount, payment_status)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (provider, reference) DO NOTHING RETURNING {REVIEW_COLUMNS}
+"""
+LIST_REVIEWS = f"""
+SELECT {REVIEW_COLUMNS} FROM payment_reviews ORDER BY id DESC OFFSET $1 LIMIT $2
 """
 SESSION_BY_TOKEN = f"""
 SELECT {SESSION_COLUMNS} FROM payment_sessions s JOIN payments p ON p.id = s.payment_id
@@ -117,6 +139,7 @@ class PaymentRow:
 @dataclass(frozen=True)
 class SessionRow:
     token: str
+    reference: str
     payment_id: int
     order_id: int
     provider: str
@@ -136,6 +159,7 @@ class SessionRow:
             "provider": self.provider,
             "amount": float(self.amount),
             "token": self.token,
+            "reference": self.reference,
             "redirect_url": self.redirect_url,
             "va_number": self.va_number or None,
             "qr_code_url": self.qr_code_url or None,
@@ -143,6 +167,35 @@ class SessionRow:
             "expires_at": rfc3339(self.expires_at),
             "status": self.payment_status,
         }
+
+
+@dataclass(frozen=True)
+class ReviewRow:
+    """A reconciliation case: money a provider reports that the payment could not take."""
+
+    id: int
+    payment_id: int
+    order_id: int
+    reason: str
+    refund_required: bool
+    provider: str
+    reference: str
+    session_reference: str
+    amount: Decimal
+    expected_amount: Decimal
+    payment_status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class NewReview:
+    payment: PaymentRow
+    reason: str
+    refund_required: bool
+    provider: str
+    reference: str
+    session_reference: str
+    amount: Decimal
 
 
 def _session(row: asyncpg.Record | None) -> SessionRow | None:
@@ -176,8 +229,39 @@ class PaymentRepository:
     async def open_session(self, payment_id: int, provider: str) -> SessionRow | None:
         return _session(await self._conn.fetchrow(OPEN_SESSION, payment_id, provider))
 
+    async def session_by_reference(self, reference: str) -> SessionRow | None:
+        return _session(await self._conn.fetchrow(SESSION_BY_REFERENCE, reference))
+
+    async def charge_source(self, payment_id: int) -> str | None:
+        """Where the payment's one charge came from ("api", or the provider's reference)."""
+        source: str | None = await self._conn.fetchval(CHARGE_SOURCE, payment_id)
+        return source
+
+    async def add_review(self, review: NewReview) -> ReviewRow | None:
+        """The new case, or None when this charge has one already."""
+        p = review.payment
+        row = await self._conn.fetchrow(
+            ADD_REVIEW,
+            p.id,
+            p.order_id,
+            review.reason,
+            review.refund_required,
+            review.provider,
+            review.reference,
+            review.session_reference,
+            review.amount,
+            p.amount,
+            p.status,
+        )
+        return None if row is None else ReviewRow(**dict(row))
+
     async def add_session(
-        self, payment: PaymentRow, provider: str, session: ProviderSession, return_path: str
+        self,
+        payment: PaymentRow,
+        provider: str,
+        session: ProviderSession,
+        return_path: str,
+        reference: str,
     ) -> SessionRow:
         await self._conn.execute(
             ADD_SESSION,
@@ -190,9 +274,11 @@ class PaymentRepository:
             session.va_number,
             session.qr_code_url,
             session.expires_at,
+            reference,
         )
         return SessionRow(
             token=session.token,
+            reference=reference,
             payment_id=payment.id,
             order_id=payment.order_id,
             provider=provider,
@@ -240,6 +326,11 @@ async def payment_for_user(
 
 async def session_by_token(pool: asyncpg.Pool, token: str) -> SessionRow | None:
     return _session(await pool.fetchrow(SESSION_BY_TOKEN, token))
+
+
+async def list_reviews(pool: asyncpg.Pool, offset: int, limit: int) -> list[ReviewRow]:
+    """Reconciliation cases, newest first."""
+    return [ReviewRow(**dict(r)) for r in await pool.fetch(LIST_REVIEWS, offset, limit)]
 
 
 async def not_pending(pool: asyncpg.Pool, payment_ids: list[int]) -> set[int]:

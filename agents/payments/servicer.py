@@ -1,5 +1,5 @@
 """gRPC PaymentService: a user's payment by order id (another user's is NOT_FOUND), a
-provider session by its token, and the deadlines the worker holds."""
+provider session by its token, the deadlines the worker holds, and reconciliation cases."""
 
 from __future__ import annotations
 
@@ -9,8 +9,17 @@ import grpc
 from agents.common.errors import NotFound
 from agents.common.rpc import rpc, timestamp
 from agents.payments.deadlines import Deadlines
-from agents.payments.repository import PaymentRow, SessionRow, payment_for_user, session_by_token
+from agents.payments.repository import (
+    PaymentRow,
+    ReviewRow,
+    SessionRow,
+    list_reviews,
+    payment_for_user,
+    session_by_token,
+)
 from protos import payments_pb2, payments_pb2_grpc
+
+MAX_REVIEWS = 100
 
 
 def payment_proto(p: PaymentRow, token: str = "", redirect_url: str = "") -> payments_pb2.Payment:
@@ -39,6 +48,24 @@ def session_proto(s: SessionRow) -> payments_pb2.PaymentSession:
         return_path=s.return_path,
         expires_at=timestamp(s.expires_at),
         payment_status=s.payment_status,
+        reference=s.reference,
+    )
+
+
+def review_proto(r: ReviewRow) -> payments_pb2.PaymentReview:
+    return payments_pb2.PaymentReview(
+        id=r.id,
+        payment_id=r.payment_id,
+        order_id=r.order_id,
+        reason=r.reason,
+        refund_required=r.refund_required,
+        provider=r.provider,
+        reference=r.reference,
+        session_reference=r.session_reference,
+        amount=f"{r.amount:.2f}",
+        expected_amount=f"{r.expected_amount:.2f}",
+        payment_status=r.payment_status,
+        created_at=timestamp(r.created_at),
     )
 
 
@@ -79,3 +106,11 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):  # type: ignore
                 for d in self._deadlines.pending()
             ]
         )
+
+    @rpc
+    async def ListReviews(
+        self, request: payments_pb2.ListReviewsRequest, context: grpc.aio.ServicerContext
+    ) -> payments_pb2.ListReviewsResponse:
+        limit = min(max(request.limit, 1), MAX_REVIEWS)
+        rows = await list_reviews(self._pool, max(request.offset, 0), limit)
+        return payments_pb2.ListReviewsResponse(reviews=[review_proto(r) for r in rows])

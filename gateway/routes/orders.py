@@ -39,6 +39,8 @@ from gateway.schemas import (
     OrderRejected,
     Paid,
     Payment,
+    PaymentReview,
+    PaymentReviewList,
     PaymentSession,
     PlacedOrder,
     SeedOrder,
@@ -81,6 +83,13 @@ class OffsetQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     offset: Annotated[int, Field(ge=0, le=10_000_000, description="orders to skip")] = 0
+
+
+class ReviewQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    offset: Annotated[int, Field(ge=0, le=10_000_000, description="cases to skip")] = 0
+    limit: Annotated[int, Field(ge=1, le=100, description="cases per page")] = 20
 
 
 class _Customer(BaseModel):
@@ -431,6 +440,36 @@ async def create_session(request: web.Request) -> web.Response:
     return json_response(PaymentSession.model_validate(session), status=201)
 
 
+@require_role("admin")
+async def payment_reviews(request: web.Request) -> web.Response:
+    """Reconciliation cases, newest first."""
+    query = read_query(request, ReviewQuery)
+    reply = await request.app[GRPC].payments.ListReviews(
+        payments_pb2.ListReviewsRequest(offset=query.offset, limit=query.limit),
+        **grpc_options(request),
+    )
+    reviews = [
+        PaymentReview.model_validate(
+            {
+                "id": r.id,
+                "payment_id": r.payment_id,
+                "order_id": r.order_id,
+                "reason": r.reason,
+                "refund_required": r.refund_required,
+                "provider": r.provider,
+                "reference": r.reference,
+                "session_reference": r.session_reference,
+                "amount": float(Decimal(r.amount)),
+                "expected_amount": float(Decimal(r.expected_amount)),
+                "payment_status": r.payment_status,
+                "created_at": iso_time(r.created_at),
+            }
+        )
+        for r in reply.reviews
+    ]
+    return json_response(PaymentReviewList(reviews=reviews))
+
+
 ORDER_ID = PathParam("order_id", {"type": "integer", "minimum": 1, "maximum": MAX_ID})
 COMMAND_ID = PathParam("command_id", {"type": "string", "format": "uuid"})
 ACCEPTED = Response(
@@ -579,6 +618,17 @@ OPERATIONS = (
         body=SessionBody,
         secured=True,
         idempotent=True,
+    ),
+    Operation(
+        "GET",
+        "/api/v1/admin/payments/reviews",
+        payment_reviews,
+        "Reconciliation cases, newest first (admin): money a provider reported that a payment "
+        "could not take (another amount, after expiry or failure, a second charge)",
+        {200: Response("cases", PaymentReviewList)},
+        (401, 403, 422, 429, 503, 504),
+        query=ReviewQuery,
+        secured=True,
     ),
     Operation(
         "GET",

@@ -151,8 +151,9 @@ async def decide(request: web.Request) -> web.Response:
             "reference": f"sandbox:{session.token[:16]}",
             "reason": "" if approved else "declined by the shopper",
             "provider": "sandbox",
+            "session_reference": session.reference,
         },
-        request.app[SETTINGS].payments.sandbox_secret,
+        request.app[SETTINGS].payments.secrets["sandbox"],
     )
     await request.app[BUS].publish(
         PAYMENTS_PROVIDER_EVENTS.name,

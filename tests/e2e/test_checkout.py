@@ -310,6 +310,14 @@ async def test_a_partner_report_pays_and_a_bad_one_is_dead_lettered(
             return dict(await resp.json()) if resp.status == 200 else None
 
     pay = await eventually(payment, what="the payment")
+    session = await call(
+        http,
+        "POST",
+        f"{platform.url}/api/v1/payments/sessions",
+        201,
+        headers=buyer,
+        json={"order_id": order["id"]},
+    )
     marker = uuid.uuid4().hex
     producer = AIOKafkaProducer(bootstrap_servers=platform.kafka, acks="all")
     await producer.start()
@@ -321,9 +329,18 @@ async def test_a_partner_report_pays_and_a_bad_one_is_dead_lettered(
             "outcome": "succeeded",
             "amount": "5.00",
             "reference": "psp-42",
+            "session_reference": session["reference"],
         }
         forged = sign_report(report, "not-the-sandbox-secret").model_dump_json()
         signed = sign_report(report, platform.sandbox_secret).model_dump_json()
+        # Signed by the provider, but for no session the platform opened.
+        unbound = sign_report(
+            {**report, "event_id": str(uuid.uuid4()), "session_reference": "ps_made-up"},
+            platform.sandbox_secret,
+        ).model_dump_json()
+        await producer.send_and_wait(
+            "payments.provider-events", unbound.encode(), key=marker.encode()
+        )
         await producer.send_and_wait(
             "payments.provider-events", forged.encode(), key=marker.encode()
         )
@@ -353,11 +370,12 @@ async def test_a_partner_report_pays_and_a_bad_one_is_dead_lettered(
         async def dead() -> bool:
             for batch in (await consumer.getmany(timeout_ms=100)).values():
                 messages.extend(m for m in batch if m.key == marker.encode())
-            return len(messages) == 2
+            return len(messages) == 3
 
-        await eventually(dead, what="the two bad reports on the DLQ")
+        await eventually(dead, what="the three bad reports on the DLQ")
     finally:
         await consumer.stop()
     reasons = sorted(dict(m.headers)["x-dlq-reason"] for m in messages)
-    assert all(r.startswith(b"invalid:") for r in reasons), reasons
+    assert [r.split(b":")[0] for r in reasons] == [b"invalid", b"invalid", b"refused"], reasons
     assert any(b"signature" in r for r in reasons), reasons
+    assert b"no session has the reference 'ps_made-up'" in reasons[2], reasons

@@ -21,7 +21,7 @@ from agents.common.relay import Effects
 from agents.orders import handlers as orders
 from agents.orders.repository import OrdersUnitOfWork
 from agents.payments import handlers as payments
-from agents.payments.repository import PaymentsUnitOfWork
+from agents.payments.repository import PaymentsUnitOfWork, list_reviews
 from agents.products.repository import PgProductsUnitOfWork
 from agents.products.stock import release_stock, reserve_batch, sell_stock
 from tests.helpers import random_name
@@ -179,6 +179,20 @@ async def payment_of(pool: asyncpg.Pool, order_id: int) -> tuple[int, Decimal]:
     return row["id"], row["amount"]
 
 
+async def open_session(pool: asyncpg.Pool, payment_id: int, amount: Decimal) -> str:
+    """A session the platform opened for the payment; its reference."""
+    await pool.execute(
+        "INSERT INTO payment_sessions (token, reference, payment_id, provider, amount,"
+        " redirect_url, return_path, expires_at)"
+        " VALUES ($1, $2, $3, 'sandbox', $4, '', '/', now() + interval '1 hour')",
+        f"token-{payment_id}",
+        f"ps_{payment_id}",
+        payment_id,
+        amount,
+    )
+    return f"ps_{payment_id}"
+
+
 async def test_paid_order_with_every_message_twice(pool: asyncpg.Pool) -> None:
     product_id = await product(pool, 10)
     order_id = await place(pool, product_id, 3)
@@ -206,6 +220,7 @@ async def test_failed_payment_releases_stock_once(pool: asyncpg.Pool, how: str) 
     await deliver_twice(pool, order_id, seen)
     payment_id, amount = await payment_of(pool, order_id)
     if how == "provider":
+        await open_session(pool, payment_id, amount)
         report = sign_report(
             {
                 "event_id": uuid.uuid4(),
@@ -213,6 +228,7 @@ async def test_failed_payment_releases_stock_once(pool: asyncpg.Pool, how: str) 
                 "outcome": "failed",
                 "amount": amount,
                 "reference": "psp-1",
+                "session_reference": f"ps_{payment_id}",
             },
             TEST_SANDBOX_SECRET,
         )
@@ -250,3 +266,55 @@ async def test_a_rejected_order_answers_once(pool: asyncpg.Pool) -> None:
         "stock": (1, 0, 0),
         "replies": {"rejected"},
     }
+
+
+async def test_money_the_payment_cannot_take_is_one_case_and_leaves_the_saga_alone(
+    pool: asyncpg.Pool,
+) -> None:
+    """A second charge of a paid order and a charge for another amount: each report twice, and
+    again under a new event id; one case each, the paid order stays paid, the other is
+    cancelled with its stock released."""
+    product_id = await product(pool, 10)
+    paid_order, short_order = await place(pool, product_id, 1), await place(pool, product_id, 2)
+    seen: set[int] = set()
+    for order_id in (paid_order, short_order):
+        await deliver_twice(pool, order_id, seen)
+    paid_id, paid_amount = await payment_of(pool, paid_order)
+    short_id, short_amount = await payment_of(pool, short_order)
+    pay = PayPayment(command_id=uuid.uuid4(), payment_id=paid_id, user_id=7, money=paid_amount)
+    assert (await payments.pay(pay, PaymentsUnitOfWork(pool))).ok
+    cases = [(paid_id, paid_amount, "psp-second"), (short_id, short_amount - 1, "psp-short")]
+    for payment_id, money, reference in cases:
+        session_reference = await open_session(pool, payment_id, money)
+        fields = {
+            "payment_id": payment_id,
+            "outcome": "succeeded",
+            "amount": money,
+            "reference": reference,
+            "session_reference": session_reference,
+        }
+        report = sign_report({"event_id": uuid.uuid4(), **fields}, TEST_SANDBOX_SECRET)
+        retried = sign_report({"event_id": uuid.uuid4(), **fields}, TEST_SANDBOX_SECRET)
+        for event in (report, report, retried):
+            assert (await payments.provider_outcome(event, PaymentsUnitOfWork(pool))).ok
+    for order_id in (paid_order, short_order):
+        await deliver_twice(pool, order_id, seen)
+    assert (await state(pool, paid_order, product_id))["order"] == "paid"
+    assert await state(pool, short_order, product_id) == {
+        "order": "cancelled",
+        "payments": 1,
+        "charges": 0,
+        "stock": (9, 0, 1),
+        "replies": {"awaiting_payment"},
+    }
+    reviews = [r for r in await list_reviews(pool, 0, 100) if r.payment_id in (paid_id, short_id)]
+    assert [(r.payment_id, r.reason, r.refund_required) for r in reviews] == [
+        (short_id, "amount_mismatch", True),
+        (paid_id, "duplicate_success", True),
+    ]
+    events = await pool.fetch(
+        "SELECT payload FROM outbox WHERE payload->>'type' = 'PaymentNeedsReview'"
+        " AND (payload->>'payment_id')::bigint = ANY($1::bigint[])",
+        [paid_id, short_id],
+    )
+    assert len(events) == 2

@@ -163,6 +163,8 @@ TUNING_ENV = OAUTH_ENDPOINT_ENV | {
     "DB_POOL_MAX",
     "REFRESH_REUSE_LEEWAY_S",
     "RATE_LIMIT_MAX_KEYS",
+    # Secrets of providers other than the sandbox (SANDBOX_PROVIDER_SECRET): none exists yet.
+    "PAYMENT_PROVIDER_SECRETS",
 }
 # The payment provider: both deployments give it to the gateway (the sandbox's hosted page signs
 # its reports) and the payments worker (sessions at PUBLIC_URL, reports checked), and no other.
