@@ -102,9 +102,10 @@ async def test_a_login_waiting_to_verify_holds_no_connection(
 
 
 async def families(pool: asyncpg.Pool, user_id: int) -> list[asyncpg.Record]:
-    return await pool.fetch(
+    rows: list[asyncpg.Record] = await pool.fetch(
         "SELECT family_id, revoked_at FROM refresh_families WHERE user_id = $1", user_id
     )
+    return rows
 
 
 async def test_create_admin_refuses_an_existing_account_and_changes_nothing(

@@ -162,6 +162,8 @@ TUNING_ENV = OAUTH_ENDPOINT_ENV | {
     "PAYMENT_TTL_S",
     "DB_POOL_MAX",
     "REFRESH_REUSE_LEEWAY_S",
+    "LOGIN_FAILURES_PER_EMAIL",
+    "LOGIN_FAILURE_WINDOW_S",
     "RATE_LIMIT_MAX_KEYS",
 }
 # The payment provider: both deployments give it to the gateway (the sandbox's hosted page signs

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
+import asyncpg
 import pytest
 from argon2 import PasswordHasher
 
@@ -17,6 +18,7 @@ from agents.users.service import IdentityService
 
 SETTINGS = Settings.from_env({"JWT_SECRET": "k" * 64, "LOGIN_FAILURES_PER_EMAIL": "3"})
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+NO_POOL = cast(asyncpg.Pool, None)
 
 
 class FakeUsers:
@@ -75,7 +77,7 @@ class FakeUnitOfWork:
 
 class FakeIdentityService(IdentityService):
     def __init__(self, passwords: Passwords, rows: dict[str, UserRow]) -> None:
-        super().__init__(pool=None, settings=SETTINGS, passwords=passwords)  # type: ignore[arg-type]
+        super().__init__(NO_POOL, SETTINGS, passwords)
         self.users, self.budgets = FakeUsers(rows), FakeBudgets()
 
     def _uow(self) -> Any:
