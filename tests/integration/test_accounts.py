@@ -11,8 +11,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from agents.common import tokens
 from agents.common.db import create_pool
 from agents.common.embedded import EmbeddedPostgres
+from agents.common.migrate import apply, load_migrations
 from agents.common.settings import Settings
 from agents.users.errors import AccountExists, InvalidCredentials, LoginThrottled, TokenRejected
 from agents.users.passwords import Passwords
@@ -319,3 +321,59 @@ async def test_prune_deletes_what_expired_over_a_day_ago_in_batches(
     )
     assert budgets == 1
     assert (await service.refresh(live.refresh.token)).role == "user"
+
+
+async def test_migration_0009_gives_the_tokens_already_issued_their_families(
+    postgres: EmbeddedPostgres, settings: Settings
+) -> None:
+    name = f"m_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres.dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = postgres.dsn.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await apply(conn, [m for m in load_migrations() if m.version < "0009"])
+            user_id = await conn.fetchval(
+                "INSERT INTO users (full_name, email) VALUES ('Be Fore', 'before@example.com') "
+                "RETURNING id"
+            )
+            live, revoked = uuid.uuid4(), uuid.uuid4()
+            token = tokens.mint(settings, sub=str(user_id), typ="refresh", ttl_s=3600, family=live)
+            insert = (
+                "INSERT INTO refresh_tokens (jti, family_id, user_id, expires_at, revoked_at) "
+                "VALUES ($1, $2, $3, $4, $5)"
+            )
+            await conn.execute(insert, uuid.uuid4(), live, user_id, token.expires_at, None)
+            await conn.execute(insert, token.jti, live, user_id, token.expires_at, None)
+            await conn.execute(
+                insert, uuid.uuid4(), revoked, user_id, token.expires_at, token.expires_at
+            )
+            assert await apply(conn, load_migrations()) == [
+                m.version for m in load_migrations() if m.version >= "0009"
+            ]
+            rows = {
+                r["family_id"]: r
+                for r in await conn.fetch(
+                    "SELECT * FROM refresh_families WHERE user_id = $1", user_id
+                )
+            }
+        finally:
+            await conn.close()
+        assert set(rows) == {live, revoked}
+        assert rows[live]["revoked_at"] is None
+        assert rows[live]["expires_at"] == token.expires_at
+        assert rows[revoked]["revoked_at"] is not None
+
+        pool = await create_pool(dsn, max_size=2)
+        try:
+            migrated = IdentityService(pool, settings, Passwords(settings.auth))
+            successor = await migrated.refresh(token.token)
+            await migrated.logout(successor.refresh.token)
+            with pytest.raises(TokenRejected):
+                await migrated.refresh(successor.refresh.token)
+        finally:
+            await pool.close()
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
