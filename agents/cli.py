@@ -87,15 +87,20 @@ def _dev_token(settings: Settings, args: argparse.Namespace) -> int:
 
 def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
     from agents.common.db import create_pool
+    from agents.users.errors import AccountExists
     from agents.users.passwords import Passwords
     from agents.users.service import IdentityService
 
-    password = None
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     elif sys.stdin.isatty():
-        password = getpass.getpass("password (empty keeps an existing account's): ") or None
-    if password is not None and not 6 <= len(password) <= 100:
+        password = getpass.getpass("password: ")
+    else:
+        print(
+            "shopstream: give the password on a terminal or with --password-stdin", file=sys.stderr
+        )
+        return 2
+    if not 6 <= len(password) <= 100:
         print("shopstream: the password must have 6 to 100 characters", file=sys.stderr)
         return 2
 
@@ -104,19 +109,27 @@ def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
         try:
             service = IdentityService(pool, settings, Passwords(settings.auth))
             full_name = args.full_name or args.email.split("@")[0]
-            user, created = await service.create_admin(args.email, password, full_name)
+            user, created = await service.create_admin(
+                args.email, password, full_name, promote_existing=args.promote_existing
+            )
             return user.id, created
         finally:
             await pool.close()
 
-    from agents.users.errors import InvalidCredentials
-
     try:
         user_id, created = asyncio.run(create())
-    except InvalidCredentials:
-        print("shopstream: no such account; give a password to create it", file=sys.stderr)
-        return 2
-    print(f"{'created' if created else 'promoted'} admin {args.email} (user {user_id})")
+    except AccountExists as e:
+        print(
+            f"shopstream: {e}, and nothing was changed. If it is yours to take over, run again "
+            "with --promote-existing: it gets this password and the admin role, and every "
+            "session of whoever holds it now ends",
+            file=sys.stderr,
+        )
+        return 1
+    if created:
+        print(f"created admin {args.email} (user {user_id})")
+    else:
+        print(f"promoted admin {args.email} (user {user_id}): new password, sessions revoked")
     return 0
 
 
@@ -258,9 +271,18 @@ def parser() -> argparse.ArgumentParser:
     users = sub.add_parser("users", help="accounts").add_subparsers(
         dest="users_command", required=True
     )
-    admin = users.add_parser("create-admin", help="create an admin account or promote one")
+    admin = users.add_parser(
+        "create-admin",
+        help="create an admin account (an existing one only with --promote-existing)",
+    )
     admin.add_argument("--email", required=True)
     admin.add_argument("--full-name", default="")
+    admin.add_argument(
+        "--promote-existing",
+        action="store_true",
+        help="if an account has this email, take it over: set the password, make it admin and "
+        "revoke its sessions (without this flag an existing account is refused)",
+    )
     admin.add_argument(
         "--password-stdin",
         action="store_true",

@@ -201,6 +201,10 @@ class AuthSettings:
     argon2_time_cost: int = ARGON2_MIN_TIME_COST
     argon2_memory_kib: int = ARGON2_MIN_MEMORY_KIB
     argon2_parallelism: int = 1
+    # Failed logins an email may have in a window (counted in Postgres, shared by every replica);
+    # past them, its logins are refused with 429 until the window ends.
+    login_failures_per_email: int = 10
+    login_failure_window_s: float = 900.0
     providers: dict[str, OAuthProvider] = field(default_factory=lambda: dict(PROVIDERS))
 
 
@@ -448,6 +452,8 @@ def _auth_settings(e: Mapping[str, str]) -> AuthSettings:
         argon2_time_cost=_int(e, "ARGON2_TIME_COST", d.argon2_time_cost),
         argon2_memory_kib=_int(e, "ARGON2_MEMORY_KIB", d.argon2_memory_kib),
         argon2_parallelism=_int(e, "ARGON2_PARALLELISM", d.argon2_parallelism),
+        login_failures_per_email=_int(e, "LOGIN_FAILURES_PER_EMAIL", d.login_failures_per_email),
+        login_failure_window_s=_float(e, "LOGIN_FAILURE_WINDOW_S", d.login_failure_window_s),
         providers=providers,
     )
     if auth.argon2_memory_kib < ARGON2_MIN_MEMORY_KIB or auth.argon2_time_cost < 2:
@@ -460,6 +466,10 @@ def _auth_settings(e: Mapping[str, str]) -> AuthSettings:
         raise SettingsError("REFRESH_TOKEN_TTL_S must be longer than ACCESS_TOKEN_TTL_S")
     if not 0 <= auth.reuse_leeway_s <= 300:
         raise SettingsError("REFRESH_REUSE_LEEWAY_S must be 0..300")
+    if auth.login_failures_per_email < 1:
+        raise SettingsError("LOGIN_FAILURES_PER_EMAIL must be at least 1")
+    if not 1 <= auth.login_failure_window_s <= 24 * 3600:
+        raise SettingsError("LOGIN_FAILURE_WINDOW_S must be 1..86400")
     for p in providers.values():
         given = [bool(p.client_id), bool(p.client_secret), bool(p.redirect_url)]
         up = p.name.upper()

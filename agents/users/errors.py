@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from agents.common.errors import Conflict, DomainError, Invalid, NotFound, Unauthorized
+from agents.common.errors import (
+    Conflict,
+    DomainError,
+    Invalid,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
 
 
 class UserError(DomainError):
@@ -21,6 +28,21 @@ class InvalidCredentials(UserError, Unauthorized):
 
 class TokenRejected(UserError, Unauthorized):
     pass
+
+
+class LoginThrottled(UserError, Unavailable):
+    """The email has used up its failed logins for now; the gateway answers 429."""
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many failed logins for this email: retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class AccountExists(UserError, Conflict):
+    """create-admin met an account it was not told to take over."""
+
+    def __init__(self, email: str) -> None:
+        super().__init__(f"an account with the email {email} exists")
 
 
 class UserNotFound(UserError, NotFound):

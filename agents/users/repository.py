@@ -30,7 +30,20 @@ ON CONFLICT DO NOTHING
 """
 SET_HASH = "UPDATE users SET password_hash = $2 WHERE id = $1"
 SET_ROLE = "UPDATE users SET role = $2 WHERE id = $1"
+# A login's writes hold the account's row: a password set meanwhile (create-admin) waits for the
+# login to commit, or the login sees the new hash and fails.
+LOCK_BY_ID = f"{BY_ID} FOR NO KEY UPDATE"
 
+INSERT_FAMILY = """
+INSERT INTO refresh_families (family_id, user_id, expires_at) VALUES ($1, $2, $3)
+"""
+EXTEND_FAMILY = "UPDATE refresh_families SET expires_at = $2 WHERE family_id = $1"
+# Refresh and logout lock the family first, then its tokens: a refresh that commits before a
+# logout has its new token revoked by it, one after it finds the family revoked.
+LOCK_FAMILY = """
+SELECT family_id, user_id, revoked_at, expires_at FROM refresh_families
+WHERE family_id = $1 FOR UPDATE
+"""
 INSERT_REFRESH = """
 INSERT INTO refresh_tokens (jti, family_id, user_id, expires_at) VALUES ($1, $2, $3, $4)
 """
@@ -40,7 +53,59 @@ WHERE jti = $1 FOR UPDATE
 """
 MARK_USED = "UPDATE refresh_tokens SET used_at = now(), replaced_by = $2 WHERE jti = $1"
 REVOKE_FAMILY = """
+WITH family AS (
+    UPDATE refresh_families SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL
+)
 UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL
+"""
+REVOKE_FAMILIES_OF = """
+UPDATE refresh_families SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL
+"""
+REVOKE_TOKENS_OF = """
+UPDATE refresh_tokens SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL
+"""
+# Past its expiry (and a day's margin for clocks) a token's JWT is refused before any lookup.
+PRUNE_TOKENS = """
+DELETE FROM refresh_tokens WHERE jti IN (
+    SELECT jti FROM refresh_tokens WHERE expires_at < now() - make_interval(secs => $1)
+    LIMIT $2 FOR UPDATE SKIP LOCKED
+)
+"""
+PRUNE_FAMILIES = """
+DELETE FROM refresh_families WHERE family_id IN (
+    SELECT family_id FROM refresh_families WHERE expires_at < now() - make_interval(secs => $1)
+    LIMIT $2 FOR UPDATE SKIP LOCKED
+)
+"""
+
+# The budget is keyed by the email as the login looks it up (Postgres's lower()), hashed: the
+# same bucket for every spelling that reaches the account, and no stored list of typed emails.
+EMAIL_KEY = "sha256(convert_to(lower($1), 'UTF8'))"
+# An attempt is counted before its password is checked; the count stops one past the budget,
+# which marks the attempts refused.
+SPEND_ATTEMPT = f"""
+INSERT INTO login_budgets AS b (email_key, window_start, failures) VALUES ({EMAIL_KEY}, now(), 1)
+ON CONFLICT (email_key) DO UPDATE SET
+    window_start = CASE
+        WHEN b.window_start <= now() - make_interval(secs => $2) THEN now() ELSE b.window_start
+    END,
+    failures = CASE
+        WHEN b.window_start <= now() - make_interval(secs => $2) THEN 1
+        WHEN b.failures <= $3 THEN b.failures + 1
+        ELSE b.failures
+    END
+RETURNING failures, window_start,
+    ceil(extract(epoch FROM b.window_start + make_interval(secs => $2) - now()))::int AS wait_s
+"""
+REFUND_ATTEMPT = f"""
+UPDATE login_budgets SET failures = failures - 1
+WHERE email_key = {EMAIL_KEY} AND window_start = $2 AND failures > 0
+"""
+PRUNE_BUDGETS = """
+DELETE FROM login_budgets WHERE email_key IN (
+    SELECT email_key FROM login_budgets WHERE window_start < now() - make_interval(secs => $1)
+    LIMIT $2 FOR UPDATE SKIP LOCKED
+)
 """
 
 PUT_STATE = """
@@ -68,6 +133,23 @@ class UserRow:
 
 
 @dataclass(frozen=True)
+class FamilyRow:
+    family_id: uuid.UUID
+    user_id: int
+    revoked_at: datetime | None
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A login attempt counted against its email's budget."""
+
+    failures: int
+    window_start: datetime
+    wait_s: int
+
+
+@dataclass(frozen=True)
 class RefreshRow:
     jti: uuid.UUID
     family_id: uuid.UUID
@@ -75,6 +157,11 @@ class RefreshRow:
     used_at: datetime | None
     revoked_at: datetime | None
     expires_at: datetime
+
+
+def _count(status: str) -> int:
+    """The rows of a command's status line (`DELETE 3`)."""
+    return int(status.rsplit(" ", 1)[-1])
 
 
 def _user(row: asyncpg.Record | None) -> UserRow | None:
@@ -115,10 +202,23 @@ class UserRepository:
     async def set_role(self, user_id: int, role: str) -> None:
         await self._conn.execute(SET_ROLE, user_id, role)
 
+    async def lock(self, user_id: int) -> UserRow | None:
+        return _user(await self._conn.fetchrow(LOCK_BY_ID, user_id))
+
 
 class RefreshTokenRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
+
+    async def add_family(self, family: uuid.UUID, user_id: int, expires_at: datetime) -> None:
+        await self._conn.execute(INSERT_FAMILY, family, user_id, expires_at)
+
+    async def extend_family(self, family: uuid.UUID, expires_at: datetime) -> None:
+        await self._conn.execute(EXTEND_FAMILY, family, expires_at)
+
+    async def lock_family(self, family: uuid.UUID) -> FamilyRow | None:
+        row = await self._conn.fetchrow(LOCK_FAMILY, family)
+        return None if row is None else FamilyRow(**dict(row))
 
     async def add(
         self, jti: uuid.UUID, family: uuid.UUID, user_id: int, expires_at: datetime
@@ -134,6 +234,32 @@ class RefreshTokenRepository:
 
     async def revoke_family(self, family: uuid.UUID) -> None:
         await self._conn.execute(REVOKE_FAMILY, family)
+
+    async def revoke_all_of(self, user_id: int) -> None:
+        await self._conn.execute(REVOKE_FAMILIES_OF, user_id)
+        await self._conn.execute(REVOKE_TOKENS_OF, user_id)
+
+    async def prune(self, margin_s: float, batch: int) -> int:
+        """Delete up to `batch` tokens, then families, expired more than `margin_s` ago."""
+        tokens = await self._conn.execute(PRUNE_TOKENS, margin_s, batch)
+        families = await self._conn.execute(PRUNE_FAMILIES, margin_s, batch)
+        return _count(tokens) + _count(families)
+
+
+class LoginBudgetRepository:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def spend(self, email: str, limit: int, window_s: float) -> Attempt:
+        row = await self._conn.fetchrow(SPEND_ATTEMPT, email, window_s, limit)
+        return Attempt(**dict(row))
+
+    async def refund(self, email: str, attempt: Attempt) -> None:
+        await self._conn.execute(REFUND_ATTEMPT, email, attempt.window_start)
+
+    async def prune(self, window_s: float, batch: int) -> int:
+        """Delete up to `batch` budgets whose window ended."""
+        return _count(await self._conn.execute(PRUNE_BUDGETS, window_s, batch))
 
 
 class OAuthStateRepository:
@@ -161,3 +287,4 @@ class UsersUnitOfWork(PgUnitOfWork):
         self.users = UserRepository(conn)
         self.refresh_tokens = RefreshTokenRepository(conn)
         self.oauth_states = OAuthStateRepository(conn)
+        self.login_budgets = LoginBudgetRepository(conn)

@@ -13,8 +13,10 @@ from agents.common import tokens
 from agents.common.settings import OAuthProvider, Settings
 from agents.users import oauth
 from agents.users.errors import (
+    AccountExists,
     EmailTaken,
     InvalidCredentials,
+    LoginThrottled,
     OAuthFailed,
     ProviderNotConfigured,
     TokenRejected,
@@ -27,6 +29,9 @@ from topics import USERS_EVENTS
 from topics.users import UserRegistered, UserRoleChanged
 
 OAUTH_STATE_TTL_S = 600.0
+# Rows are kept a day past their expiry, so that a clock ahead or behind never meets a pruned one.
+PRUNE_MARGIN_S = 24 * 3600.0
+PRUNE_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class IdentityService:
         self, uow: UsersUnitOfWork, user: UserRow, family: uuid.UUID | None = None
     ) -> Tokens:
         auth = self._settings.auth
+        new_family = family is None
         family = family or uuid.uuid4()
         access = tokens.mint(
             self._settings, sub=str(user.id), typ="access", ttl_s=auth.access_ttl_s, role=user.role
@@ -78,6 +84,10 @@ class IdentityService:
         refresh = tokens.mint(
             self._settings, sub=str(user.id), typ="refresh", ttl_s=auth.refresh_ttl_s, family=family
         )
+        if new_family:
+            await uow.refresh_tokens.add_family(family, user.id, refresh.expires_at)
+        else:
+            await uow.refresh_tokens.extend_family(family, refresh.expires_at)
         await uow.refresh_tokens.add(refresh.jti, family, user.id, refresh.expires_at)
         return Tokens(access, refresh, user.role)
 
@@ -94,14 +104,35 @@ class IdentityService:
         return user
 
     async def login(self, email: str, password: str) -> Tokens:
+        """Check a password against the email's budget of failed logins.
+
+        Every attempt that the budget lets through verifies one hash (a decoy when the account
+        is unknown or has no password) and holds no connection while it does: a burst of logins
+        waiting for a hashing slot cannot take the pool from other calls.
+        """
+        auth = self._settings.auth
         async with self._uow() as uow:
+            attempt = await uow.login_budgets.spend(
+                email, auth.login_failures_per_email, auth.login_failure_window_s
+            )
             user = await uow.users.by_email(email)
-            hashed = user.password_hash if user else None
-            if user is None or not await self._passwords.verify(hashed, password):
+            await uow.commit()
+        if attempt.failures > auth.login_failures_per_email:
+            raise LoginThrottled(max(1, attempt.wait_s))
+        hashed = user.password_hash if user else None
+        if not await self._passwords.verify(hashed, password) or user is None:
+            raise InvalidCredentials()
+        assert hashed is not None
+        rehashed = None
+        if self._passwords.needs_rehash(hashed):
+            rehashed = await self._passwords.hash(password)
+        async with self._uow() as uow:
+            user = await uow.users.lock(user.id)
+            if user is None or user.password_hash != hashed:
                 raise InvalidCredentials()
-            assert hashed is not None
-            if self._passwords.needs_rehash(hashed):
-                await uow.users.set_password_hash(user.id, await self._passwords.hash(password))
+            await uow.login_budgets.refund(email, attempt)
+            if rehashed is not None:
+                await uow.users.set_password_hash(user.id, rehashed)
             issued = await self._issue(uow, user)
             await uow.commit()
         return issued
@@ -119,10 +150,13 @@ class IdentityService:
         A second use within the leeway (two tabs refreshing at once) is refused without harm;
         a later one is a stolen token being replayed, so the whole family is revoked.
         """
-        jti, _ = self._refresh_claims(token)
+        jti, family = self._refresh_claims(token)
         async with self._uow() as uow:
+            family_row = await uow.refresh_tokens.lock_family(family)
+            if family_row is None or family_row.revoked_at is not None:
+                raise TokenRejected("the refresh token was revoked")
             row = await uow.refresh_tokens.lock(jti)
-            if row is None or row.revoked_at is not None:
+            if row is None or row.family_id != family or row.revoked_at is not None:
                 raise TokenRejected("the refresh token was revoked")
             if row.used_at is not None:
                 age = (_now() - row.used_at).total_seconds()
@@ -142,7 +176,8 @@ class IdentityService:
     async def logout(self, token: str) -> None:
         _, family = self._refresh_claims(token)
         async with self._uow() as uow:
-            await uow.refresh_tokens.revoke_family(family)
+            if await uow.refresh_tokens.lock_family(family) is not None:
+                await uow.refresh_tokens.revoke_family(family)
             await uow.commit()
 
     async def user(self, user_id: int) -> UserRow:
@@ -210,20 +245,27 @@ class IdentityService:
         return issued
 
     async def create_admin(
-        self, email: str, password: str | None, full_name: str
+        self, email: str, password: str, full_name: str, *, promote_existing: bool = False
     ) -> tuple[UserRow, bool]:
-        """Promote the account with this email to admin, or create it; True when created."""
-        hashed = await self._passwords.hash(password) if password else None
+        """Create an admin account with this email and password; True when created.
+
+        An account someone already registered with the email is taken over only when asked
+        (`promote_existing`): it gets the given password, the admin role, and every session of
+        whoever had it before is revoked.
+        """
+        hashed = await self._passwords.hash(password)
         async with self._uow() as uow:
             user = await uow.users.by_email(email)
             created = user is None
             if user is None:
-                if hashed is None:
-                    raise InvalidCredentials()
                 user = await uow.users.add(full_name, email, hashed, role="admin")
                 await self._registered(uow, user, "password")
-            elif user.role != "admin":
+            elif not promote_existing:
+                raise AccountExists(email)
+            else:
+                await uow.users.set_password_hash(user.id, hashed)
                 await uow.users.set_role(user.id, "admin")
+                await uow.refresh_tokens.revoke_all_of(user.id)
             event = UserRoleChanged(
                 event_id=uuid.uuid4(), occurred_at=_now(), user_id=user.id, role="admin"
             )
@@ -231,3 +273,21 @@ class IdentityService:
             await uow.commit()
         self._on_commit()
         return user, created
+
+    async def prune_batch(self, batch: int) -> int:
+        """Delete up to `batch` rows of each: refresh tokens and families expired more than a
+        day ago (a family with its tokens), and login budgets whose window ended."""
+        async with self._uow() as uow:
+            pruned = await uow.refresh_tokens.prune(PRUNE_MARGIN_S, batch)
+            pruned += await uow.login_budgets.prune(
+                self._settings.auth.login_failure_window_s, batch
+            )
+            await uow.commit()
+        return pruned
+
+    async def prune(self, batch: int = PRUNE_BATCH) -> int:
+        """Everything prune_batch deletes, one short transaction a batch; how many rows went."""
+        total = 0
+        while pruned := await self.prune_batch(batch):
+            total += pruned
+        return total

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from agents.common.rpc import rpc, timestamp
+from agents.users.errors import LoginThrottled
 from agents.users.repository import UserRow
 from agents.users.service import IdentityService, Tokens
 from protos import users_pb2, users_pb2_grpc
@@ -33,6 +34,10 @@ def tokens_proto(t: Tokens) -> users_pb2.TokenResponse:
     )
 
 
+# The trailing metadata of a throttled login: seconds until the email may try again.
+RETRY_AFTER_KEY = "retry-after"
+
+
 class AuthServicer(users_pb2_grpc.AuthServiceServicer):  # type: ignore[misc]
     def __init__(self, service: IdentityService) -> None:
         self._service = service
@@ -48,7 +53,16 @@ class AuthServicer(users_pb2_grpc.AuthServiceServicer):  # type: ignore[misc]
     async def Login(
         self, request: users_pb2.LoginRequest, context: grpc.aio.ServicerContext
     ) -> users_pb2.TokenResponse:
-        return tokens_proto(await self._service.login(request.email, request.password))
+        try:
+            issued = await self._service.login(request.email, request.password)
+        except LoginThrottled as e:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                str(e),
+                trailing_metadata=((RETRY_AFTER_KEY, str(e.retry_after_s)),),
+            )
+            raise AssertionError("abort returned") from None
+        return tokens_proto(issued)
 
     @rpc
     async def Refresh(

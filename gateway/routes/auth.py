@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import grpc
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -28,6 +29,9 @@ from protos import users_pb2
 from topics.products import NOT_BLANK
 
 PROVIDERS = ("google", "facebook", "github")
+# What the users domain's Login puts in its trailing metadata when an email's failed logins are
+# used up (agents/users/servicer.py): seconds until it may try again.
+RETRY_AFTER_METADATA = "retry-after"
 
 Email = Annotated[
     str,
@@ -111,11 +115,29 @@ async def register(request: web.Request) -> web.Response:
     return json_response(Registered(message="success", user=user_json(user)), status=201)
 
 
+def throttled(e: grpc.aio.AioRpcError) -> Problem:
+    """The users domain refused a login for its email's budget: 429 with its Retry-After."""
+    wait = next((str(v) for k, v in e.trailing_metadata() or () if k == RETRY_AFTER_METADATA), "")
+    wait = wait if wait.isascii() and wait.isdigit() and int(wait) > 0 else "1"
+    return Problem(
+        429,
+        e.details() or "too many failed logins",
+        code="rate_limited",
+        headers={"Retry-After": wait},
+    )
+
+
 async def login(request: web.Request) -> web.Response:
     body = await read_body(request, LoginBody)
-    reply = await request.app[GRPC].users.Login(
-        users_pb2.LoginRequest(email=body.email, password=body.password), **grpc_options(request)
-    )
+    try:
+        reply = await request.app[GRPC].users.Login(
+            users_pb2.LoginRequest(email=body.email, password=body.password),
+            **grpc_options(request),
+        )
+    except grpc.aio.AioRpcError as e:
+        if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+            raise throttled(e) from None
+        raise
     return json_response(token_json(reply))
 
 

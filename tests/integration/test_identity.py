@@ -130,12 +130,12 @@ async def test_logout_revokes(service: IdentityService) -> None:
         await service.refresh(issued.refresh.token)
 
 
-async def test_create_admin_promotes_or_creates(service: IdentityService) -> None:
+async def test_create_admin_creates_or_promotes_when_told(service: IdentityService) -> None:
     address = email()
     await service.register("Pro Mote", address, "a password")
-    _, created = await service.create_admin(address, None, "ignored")
+    _, created = await service.create_admin(address, "admin pass", "ignored", promote_existing=True)
     assert not created
-    assert (await service.login(address, "a password")).role == "admin"
+    assert (await service.login(address, "admin pass")).role == "admin"
     other, created = await service.create_admin(email(), "admin pass", "New Admin")
     assert created
     assert other.role == "admin"

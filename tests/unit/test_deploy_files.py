@@ -162,6 +162,8 @@ TUNING_ENV = OAUTH_ENDPOINT_ENV | {
     "PAYMENT_TTL_S",
     "DB_POOL_MAX",
     "REFRESH_REUSE_LEEWAY_S",
+    "LOGIN_FAILURES_PER_EMAIL",
+    "LOGIN_FAILURE_WINDOW_S",
     "RATE_LIMIT_MAX_KEYS",
     # Secrets of providers other than the sandbox (SANDBOX_PROVIDER_SECRET): none exists yet.
     "PAYMENT_PROVIDER_SECRETS",

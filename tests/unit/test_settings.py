@@ -68,6 +68,9 @@ def test_bad_values_are_refused_with_the_variable_named(name: str, value: str) -
         {"ARGON2_TIME_COST": "1"},
         {"REFRESH_TOKEN_TTL_S": "60"},
         {"REFRESH_REUSE_LEEWAY_S": "-1"},
+        {"LOGIN_FAILURES_PER_EMAIL": "0"},
+        {"LOGIN_FAILURE_WINDOW_S": "0"},
+        {"LOGIN_FAILURE_WINDOW_S": "a while"},
         {"RATE_LIMIT_MAX_KEYS": "0"},
         {"RATE_LIMIT_AUTH_PER_MIN": "0"},
         {"TRUSTED_PROXIES": "not-an-ip"},
@@ -127,3 +130,11 @@ def test_shopstream_run_makes_the_sandbox_secret_once(tmp_path: Path) -> None:
     (path,) = state.iterdir()
     assert path.stat().st_mode & 0o777 == 0o600
     assert sandbox_secret(tmp_path / "other") != secret, "one per machine, not one for all"
+
+
+def test_the_login_budget_is_read_and_defaults_to_10_in_15_minutes() -> None:
+    auth = Settings.from_env({"JWT_SECRET": SECRET}).auth
+    assert (auth.login_failures_per_email, auth.login_failure_window_s) == (10, 900.0)
+    env = {"JWT_SECRET": SECRET, "LOGIN_FAILURES_PER_EMAIL": "5", "LOGIN_FAILURE_WINDOW_S": "60"}
+    auth = Settings.from_env(env).auth
+    assert (auth.login_failures_per_email, auth.login_failure_window_s) == (5, 60.0)
