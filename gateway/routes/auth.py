@@ -5,9 +5,10 @@ Credentials and tokens go to the users domain over gRPC, never onto a Kafka topi
 
 from __future__ import annotations
 
+from http.cookies import SimpleCookie
 from typing import Annotated, Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from gateway.api import Operation, PathParam, Response, add_operations
@@ -248,7 +249,20 @@ async def oauth_callback(request: web.Request) -> web.Response:
 async def _clear_oauth_cookie(request: web.Request, response: web.StreamResponse) -> None:
     """A callback's answer, whatever it is (errors included), uses up the browser's nonce."""
     if OAUTH_COOKIE in request.cookies and request.path in CALLBACK_PATHS:
-        response.del_cookie(OAUTH_COOKIE, path=request.path, httponly=True, samesite="Lax")
+        # A raw header: by this signal aiohttp has already turned response.cookies into headers.
+        cleared = SimpleCookie()
+        cleared[OAUTH_COOKIE] = ""
+        morsel = cleared[OAUTH_COOKIE]
+        morsel.update(
+            {
+                "path": request.path,
+                "max-age": "0",
+                "expires": "Thu, 01 Jan 1970 00:00:00 GMT",
+                "httponly": "true",
+                "samesite": "Lax",
+            }
+        )
+        response.headers.add(hdrs.SET_COOKIE, morsel.OutputString())
 
 
 async def verify_email(request: web.Request) -> web.Response:
