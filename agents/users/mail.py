@@ -26,7 +26,7 @@ class LogMailer:
     """Development: the mail, link included, is written to the log for its reader to follow."""
 
     async def send(self, mail: Mail) -> None:
-        log.info("mail to %s: %s\n%s", mail.to, mail.subject, mail.body)
+        log.info("mail to %s: %s: %s", mail.to, mail.subject, mail.body)
 
 
 class NoMailer:
@@ -44,5 +44,5 @@ def verification_mail(to: str, link: str) -> Mail:
     return Mail(
         to=to,
         subject="Verify your email for shopstream",
-        body=f"Open this link to verify your email address (it works once, for 24 hours):\n{link}",
+        body=f"Open this link to verify your email address (it works once, for 24 hours): {link}",
     )

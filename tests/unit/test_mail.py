@@ -9,11 +9,12 @@ import pytest
 from agents.common.settings import Settings, SettingsError
 from agents.users.mail import LogMailer, NoMailer, create_mailer, verification_mail
 
+ENV = {"JWT_SECRET": "k" * 64}
 LINK = "http://127.0.0.1:8080/#/verify-email?token=secret-token"
 
 
 async def test_the_log_mailer_writes_the_link(caplog: pytest.LogCaptureFixture) -> None:
-    mailer = create_mailer(Settings.from_env({}))
+    mailer = create_mailer(Settings.from_env(ENV))
     assert isinstance(mailer, LogMailer)
     with caplog.at_level(logging.INFO, logger="agents.users.mail"):
         await mailer.send(verification_mail("a@example.com", LINK))
@@ -21,7 +22,7 @@ async def test_the_log_mailer_writes_the_link(caplog: pytest.LogCaptureFixture) 
 
 
 async def test_mailer_none_logs_no_link(caplog: pytest.LogCaptureFixture) -> None:
-    mailer = create_mailer(Settings.from_env({"MAILER": "none"}))
+    mailer = create_mailer(Settings.from_env({**ENV, "MAILER": "none"}))
     assert isinstance(mailer, NoMailer)
     with caplog.at_level(logging.INFO, logger="agents.users.mail"):
         await mailer.send(verification_mail("a@example.com", LINK))
@@ -31,4 +32,4 @@ async def test_mailer_none_logs_no_link(caplog: pytest.LogCaptureFixture) -> Non
 
 def test_an_unknown_mailer_is_refused() -> None:
     with pytest.raises(SettingsError, match="MAILER"):
-        Settings.from_env({"MAILER": "smtp"})
+        Settings.from_env({**ENV, "MAILER": "smtp"})
