@@ -148,7 +148,7 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def VerifyEmail(self, request, context):
-        """Uses up a token from a verification mail; INVALID_ARGUMENT when it is unknown, used or expired.
+        """Uses up a token from a verification mail; NOT_FOUND when it is unknown, used or expired.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

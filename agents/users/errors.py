@@ -64,7 +64,7 @@ class IdentityTaken(UserError, Conflict):
         super().__init__(f"this {provider} identity is linked to another account")
 
 
-class VerificationFailed(UserError, Invalid):
+class VerificationFailed(UserError, NotFound):
     def __init__(self) -> None:
         super().__init__("the verification token is unknown, used or expired")
 

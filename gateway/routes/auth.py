@@ -232,10 +232,10 @@ async def oauth_callback(request: web.Request) -> web.Response:
     nonce = request.cookies.get(OAUTH_COOKIE, "")
     if not nonce:
         raise Problem(
-            400,
+            403,
             "this browser did not start the login (its login cookie is missing): start it "
             "again from here",
-            code="bad_request",
+            code="forbidden",
         )
     reply = await request.app[GRPC].users.OAuthCallback(
         users_pb2.OAuthCallbackRequest(
@@ -362,7 +362,7 @@ OPERATIONS = (
         verify_email,
         "Verify the account's email with the token of its verification mail (single-use, 24 h)",
         {200: Response("verified", EmailVerified)},
-        (400, 413, 422, 429, 503, 504),
+        (400, 404, 413, 422, 429, 503, 504),
         body=VerifyEmailBody,
     ),
     Operation(

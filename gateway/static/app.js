@@ -298,7 +298,6 @@ async function finishOAuth() {
   } catch (error) {
     fail(
       explain(error, {
-        400: "This login was started in another browser or tab. Please start it again here.",
         401: "The login was refused or has expired. Please try again.",
         403: "This login was started in another browser or tab. Please start it again here.",
         409: "An account with this email already exists, and its email is not verified yet. Log in with its password and verify the email first.",
@@ -321,7 +320,7 @@ async function verifyEmailView(query) {
   } catch (error) {
     show(
       "Sorry",
-      h("p", {}, explain(error, { 422: "This link was used already or has expired. Log in to ask for a new one." })),
+      h("p", {}, explain(error, { 404: "This link was used already or has expired. Log in to ask for a new one." })),
     );
   }
 }

@@ -255,7 +255,7 @@ async def test_oauth_login_through_the_gateway(
     )
     assert (me["email"], me["provider"], me["email_verified"]) == (email, provider, True)
     assert not nonce_of(http, provider), "the callback used up the browser's nonce"
-    await call(http, "GET", callback, 400)  # and without it nothing is tried
+    await call(http, "GET", callback, 403)  # and without it nothing is tried
     query = parse_qs(urlparse(callback).query)
     await call(
         http,
@@ -325,12 +325,12 @@ async def test_an_oauth_login_cannot_take_over_an_account_registered_with_its_em
     me = await call(http, "GET", f"{url}/api/v1/users/me", 200, headers=bearer(owner["token"]))
     assert "provider" not in me, "no identity was linked"
 
-    await call(http, "POST", f"{url}/api/v1/auth/verify-email", 422, json={"token": "wrong"})
+    await call(http, "POST", f"{url}/api/v1/auth/verify-email", 404, json={"token": "wrong"})
     verified = await call(
         http, "POST", f"{url}/api/v1/auth/verify-email", 200, json={"token": token}
     )
     assert (verified["user"]["id"], verified["user"]["email_verified"]) == (me["id"], True)
-    await call(http, "POST", f"{url}/api/v1/auth/verify-email", 422, json={"token": token})
+    await call(http, "POST", f"{url}/api/v1/auth/verify-email", 404, json={"token": token})
     await call(
         http,
         "POST",
@@ -386,7 +386,7 @@ async def test_a_leaked_code_and_state_are_refused_in_another_browser(
     callback = await to_the_provider(platform, http, "google")
     jar = aiohttp.CookieJar(unsafe=True)
     async with aiohttp.ClientSession(cookie_jar=jar, timeout=aiohttp.ClientTimeout(30)) as other:
-        await call(other, "GET", callback, 400)
+        await call(other, "GET", callback, 403)
     tokens = await call(http, "GET", callback, 200)
     me = await call(
         http, "GET", f"{platform.url}/api/v1/users/me", 200, headers=bearer(tokens["token"])

@@ -114,7 +114,7 @@ async def test_the_callback_needs_the_cookie_and_clears_it(
     client: TestClient[Any, Any], users: FakeUsers
 ) -> None:
     query = {"code": "c", "state": "s"}
-    body = await problem(await client.get(CALLBACK, params=query), 400)
+    body = await problem(await client.get(CALLBACK, params=query), 403)
     assert "cookie" in body["detail"]
     assert users.callbacks == [], "refused before the users service is asked"
 
