@@ -233,7 +233,6 @@ class PaymentSettings:
 
 
 PAYMENT_PROVIDERS = ("sandbox",)
-MAILERS = ("log", "none")
 
 
 @dataclass(frozen=True)
@@ -415,6 +414,9 @@ def _kafka_security(e: Mapping[str, str]) -> KafkaSecurity:
     if bool(security.ssl_certfile) != bool(security.ssl_keyfile):
         raise SettingsError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
     return security
+
+
+MAILERS = ("log", "none")
 
 
 def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
