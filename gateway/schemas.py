@@ -300,11 +300,23 @@ class User(_Out):
     role: Role
     provider: str | None = None
     provider_id: str | None = None
+    email_verified: Annotated[
+        bool,
+        Field(
+            description="the owner proved the address (its verification mail, or a provider "
+            "that vouches for it); only then may an OAuth login with it link to the account"
+        ),
+    ] = False
     created_at: Timestamp
     updated_at: Timestamp
 
 
 class Registered(_Out):
+    message: Literal["success"]
+    user: User
+
+
+class EmailVerified(_Out):
     message: Literal["success"]
     user: User
 

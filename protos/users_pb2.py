@@ -26,7 +26,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/users.proto\x12\x13shopstream.users.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x07\n\x05\x45mpty\"\xc9\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x11\n\tfull_name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x13\n\x0bprovider_id\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"E\n\x0fRegisterRequest\x12\x11\n\tfull_name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\"/\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\xb1\x01\n\rTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpired_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12<\n\x18refresh_token_expired_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04role\x18\x05 \x01(\t\"%\n\x11OAuthStartRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\"!\n\x12OAuthStartResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\"E\n\x14OAuthCallbackRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\"+\n\x16OAuthProvidersResponse\x12\x11\n\tproviders\x18\x01 \x03(\t2\xb2\x05\n\x0b\x41uthService\x12K\n\x08Register\x12$.shopstream.users.v1.RegisterRequest\x1a\x19.shopstream.users.v1.User\x12N\n\x05Login\x12!.shopstream.users.v1.LoginRequest\x1a\".shopstream.users.v1.TokenResponse\x12R\n\x07Refresh\x12#.shopstream.users.v1.RefreshRequest\x1a\".shopstream.users.v1.TokenResponse\x12I\n\x06Logout\x12#.shopstream.users.v1.RefreshRequest\x1a\x1a.shopstream.users.v1.Empty\x12M\n\x0bGetUserByID\x12#.shopstream.users.v1.GetUserRequest\x1a\x19.shopstream.users.v1.User\x12]\n\nOAuthStart\x12&.shopstream.users.v1.OAuthStartRequest\x1a\'.shopstream.users.v1.OAuthStartResponse\x12^\n\rOAuthCallback\x12).shopstream.users.v1.OAuthCallbackRequest\x1a\".shopstream.users.v1.TokenResponse\x12Y\n\x0eOAuthProviders\x12\x1a.shopstream.users.v1.Empty\x1a+.shopstream.users.v1.OAuthProvidersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/users.proto\x12\x13shopstream.users.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x07\n\x05\x45mpty\"\xe1\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x11\n\tfull_name\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\x12\x0c\n\x04role\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x13\n\x0bprovider_id\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x65mail_verified\x18\t \x01(\x08\"E\n\x0fRegisterRequest\x12\x11\n\tfull_name\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\"/\n\x0cLoginRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"\'\n\x0eRefreshRequest\x12\x15\n\rrefresh_token\x18\x01 \x01(\t\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\xb1\x01\n\rTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12.\n\nexpired_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rrefresh_token\x18\x03 \x01(\t\x12<\n\x18refresh_token_expired_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04role\x18\x05 \x01(\t\";\n\x11OAuthStartRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x14\n\x0clink_user_id\x18\x02 \x01(\x03\"8\n\x12OAuthStartResponse\x12\x0b\n\x03url\x18\x01 \x01(\t\x12\x15\n\rbrowser_nonce\x18\x02 \x01(\t\"\\\n\x14OAuthCallbackRequest\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0c\n\x04\x63ode\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x15\n\rbrowser_nonce\x18\x04 \x01(\t\"#\n\x12VerifyEmailRequest\x12\r\n\x05token\x18\x01 \x01(\t\"+\n\x16OAuthProvidersResponse\x12\x11\n\tproviders\x18\x01 \x03(\t2\xe2\x06\n\x0b\x41uthService\x12K\n\x08Register\x12$.shopstream.users.v1.RegisterRequest\x1a\x19.shopstream.users.v1.User\x12N\n\x05Login\x12!.shopstream.users.v1.LoginRequest\x1a\".shopstream.users.v1.TokenResponse\x12R\n\x07Refresh\x12#.shopstream.users.v1.RefreshRequest\x1a\".shopstream.users.v1.TokenResponse\x12I\n\x06Logout\x12#.shopstream.users.v1.RefreshRequest\x1a\x1a.shopstream.users.v1.Empty\x12M\n\x0bGetUserByID\x12#.shopstream.users.v1.GetUserRequest\x1a\x19.shopstream.users.v1.User\x12]\n\nOAuthStart\x12&.shopstream.users.v1.OAuthStartRequest\x1a\'.shopstream.users.v1.OAuthStartResponse\x12^\n\rOAuthCallback\x12).shopstream.users.v1.OAuthCallbackRequest\x1a\".shopstream.users.v1.TokenResponse\x12Y\n\x0eOAuthProviders\x12\x1a.shopstream.users.v1.Empty\x1a+.shopstream.users.v1.OAuthProvidersResponse\x12Q\n\x0bVerifyEmail\x12\'.shopstream.users.v1.VerifyEmailRequest\x1a\x19.shopstream.users.v1.User\x12[\n\x18RequestEmailVerification\x12#.shopstream.users.v1.GetUserRequest\x1a\x1a.shopstream.users.v1.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,25 +36,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMPTY']._serialized_start=76
   _globals['_EMPTY']._serialized_end=83
   _globals['_USER']._serialized_start=86
-  _globals['_USER']._serialized_end=287
-  _globals['_REGISTERREQUEST']._serialized_start=289
-  _globals['_REGISTERREQUEST']._serialized_end=358
-  _globals['_LOGINREQUEST']._serialized_start=360
-  _globals['_LOGINREQUEST']._serialized_end=407
-  _globals['_REFRESHREQUEST']._serialized_start=409
-  _globals['_REFRESHREQUEST']._serialized_end=448
-  _globals['_GETUSERREQUEST']._serialized_start=450
-  _globals['_GETUSERREQUEST']._serialized_end=478
-  _globals['_TOKENRESPONSE']._serialized_start=481
-  _globals['_TOKENRESPONSE']._serialized_end=658
-  _globals['_OAUTHSTARTREQUEST']._serialized_start=660
-  _globals['_OAUTHSTARTREQUEST']._serialized_end=697
-  _globals['_OAUTHSTARTRESPONSE']._serialized_start=699
-  _globals['_OAUTHSTARTRESPONSE']._serialized_end=732
-  _globals['_OAUTHCALLBACKREQUEST']._serialized_start=734
-  _globals['_OAUTHCALLBACKREQUEST']._serialized_end=803
-  _globals['_OAUTHPROVIDERSRESPONSE']._serialized_start=805
-  _globals['_OAUTHPROVIDERSRESPONSE']._serialized_end=848
-  _globals['_AUTHSERVICE']._serialized_start=851
-  _globals['_AUTHSERVICE']._serialized_end=1541
+  _globals['_USER']._serialized_end=311
+  _globals['_REGISTERREQUEST']._serialized_start=313
+  _globals['_REGISTERREQUEST']._serialized_end=382
+  _globals['_LOGINREQUEST']._serialized_start=384
+  _globals['_LOGINREQUEST']._serialized_end=431
+  _globals['_REFRESHREQUEST']._serialized_start=433
+  _globals['_REFRESHREQUEST']._serialized_end=472
+  _globals['_GETUSERREQUEST']._serialized_start=474
+  _globals['_GETUSERREQUEST']._serialized_end=502
+  _globals['_TOKENRESPONSE']._serialized_start=505
+  _globals['_TOKENRESPONSE']._serialized_end=682
+  _globals['_OAUTHSTARTREQUEST']._serialized_start=684
+  _globals['_OAUTHSTARTREQUEST']._serialized_end=743
+  _globals['_OAUTHSTARTRESPONSE']._serialized_start=745
+  _globals['_OAUTHSTARTRESPONSE']._serialized_end=801
+  _globals['_OAUTHCALLBACKREQUEST']._serialized_start=803
+  _globals['_OAUTHCALLBACKREQUEST']._serialized_end=895
+  _globals['_VERIFYEMAILREQUEST']._serialized_start=897
+  _globals['_VERIFYEMAILREQUEST']._serialized_end=932
+  _globals['_OAUTHPROVIDERSRESPONSE']._serialized_start=934
+  _globals['_OAUTHPROVIDERSRESPONSE']._serialized_end=977
+  _globals['_AUTHSERVICE']._serialized_start=980
+  _globals['_AUTHSERVICE']._serialized_end=1846
 # @@protoc_insertion_point(module_scope)

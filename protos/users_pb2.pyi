@@ -15,7 +15,7 @@ class Empty(_message.Message):
     def __init__(self) -> None: ...
 
 class User(_message.Message):
-    __slots__ = ("id", "full_name", "email", "role", "provider", "provider_id", "created_at", "updated_at")
+    __slots__ = ("id", "full_name", "email", "role", "provider", "provider_id", "created_at", "updated_at", "email_verified")
     ID_FIELD_NUMBER: _ClassVar[int]
     FULL_NAME_FIELD_NUMBER: _ClassVar[int]
     EMAIL_FIELD_NUMBER: _ClassVar[int]
@@ -24,6 +24,7 @@ class User(_message.Message):
     PROVIDER_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_VERIFIED_FIELD_NUMBER: _ClassVar[int]
     id: int
     full_name: str
     email: str
@@ -32,7 +33,8 @@ class User(_message.Message):
     provider_id: str
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[int] = ..., full_name: _Optional[str] = ..., email: _Optional[str] = ..., role: _Optional[str] = ..., provider: _Optional[str] = ..., provider_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    email_verified: bool
+    def __init__(self, id: _Optional[int] = ..., full_name: _Optional[str] = ..., email: _Optional[str] = ..., role: _Optional[str] = ..., provider: _Optional[str] = ..., provider_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., email_verified: _Optional[bool] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
     __slots__ = ("full_name", "email", "password")
@@ -79,26 +81,38 @@ class TokenResponse(_message.Message):
     def __init__(self, token: _Optional[str] = ..., expired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., refresh_token: _Optional[str] = ..., refresh_token_expired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., role: _Optional[str] = ...) -> None: ...
 
 class OAuthStartRequest(_message.Message):
-    __slots__ = ("provider",)
+    __slots__ = ("provider", "link_user_id")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    LINK_USER_ID_FIELD_NUMBER: _ClassVar[int]
     provider: str
-    def __init__(self, provider: _Optional[str] = ...) -> None: ...
+    link_user_id: int
+    def __init__(self, provider: _Optional[str] = ..., link_user_id: _Optional[int] = ...) -> None: ...
 
 class OAuthStartResponse(_message.Message):
-    __slots__ = ("url",)
+    __slots__ = ("url", "browser_nonce")
     URL_FIELD_NUMBER: _ClassVar[int]
+    BROWSER_NONCE_FIELD_NUMBER: _ClassVar[int]
     url: str
-    def __init__(self, url: _Optional[str] = ...) -> None: ...
+    browser_nonce: str
+    def __init__(self, url: _Optional[str] = ..., browser_nonce: _Optional[str] = ...) -> None: ...
 
 class OAuthCallbackRequest(_message.Message):
-    __slots__ = ("provider", "code", "state")
+    __slots__ = ("provider", "code", "state", "browser_nonce")
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
+    BROWSER_NONCE_FIELD_NUMBER: _ClassVar[int]
     provider: str
     code: str
     state: str
-    def __init__(self, provider: _Optional[str] = ..., code: _Optional[str] = ..., state: _Optional[str] = ...) -> None: ...
+    browser_nonce: str
+    def __init__(self, provider: _Optional[str] = ..., code: _Optional[str] = ..., state: _Optional[str] = ..., browser_nonce: _Optional[str] = ...) -> None: ...
+
+class VerifyEmailRequest(_message.Message):
+    __slots__ = ("token",)
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    def __init__(self, token: _Optional[str] = ...) -> None: ...
 
 class OAuthProvidersResponse(_message.Message):
     __slots__ = ("providers",)

@@ -75,6 +75,16 @@ class AuthServiceStub:
                 request_serializer=protos_dot_users__pb2.Empty.SerializeToString,
                 response_deserializer=protos_dot_users__pb2.OAuthProvidersResponse.FromString,
                 _registered_method=True)
+        self.VerifyEmail = channel.unary_unary(
+                '/shopstream.users.v1.AuthService/VerifyEmail',
+                request_serializer=protos_dot_users__pb2.VerifyEmailRequest.SerializeToString,
+                response_deserializer=protos_dot_users__pb2.User.FromString,
+                _registered_method=True)
+        self.RequestEmailVerification = channel.unary_unary(
+                '/shopstream.users.v1.AuthService/RequestEmailVerification',
+                request_serializer=protos_dot_users__pb2.GetUserRequest.SerializeToString,
+                response_deserializer=protos_dot_users__pb2.Empty.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -115,20 +125,37 @@ class AuthServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def OAuthStart(self, request, context):
-        """The provider's authorization URL, with a single-use state and a PKCE S256 challenge.
+        """The provider's authorization URL, with a single-use state and a PKCE S256 challenge, and
+        the nonce the browser keeps in a cookie (only its hash is stored with the state).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def OAuthCallback(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """PERMISSION_DENIED when the nonce is not the one the login started with; ALREADY_EXISTS
+        when the provider's email is an account's that is not verified (no link is made).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def OAuthProviders(self, request, context):
         """The OAuth providers configured on this server (a login page shows only their buttons).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyEmail(self, request, context):
+        """Uses up a token from a verification mail; NOT_FOUND when it is unknown, used or expired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestEmailVerification(self, request, context):
+        """Mails the account a new verification link; ALREADY_EXISTS when it is verified already.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -176,6 +203,16 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.OAuthProviders,
                     request_deserializer=protos_dot_users__pb2.Empty.FromString,
                     response_serializer=protos_dot_users__pb2.OAuthProvidersResponse.SerializeToString,
+            ),
+            'VerifyEmail': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyEmail,
+                    request_deserializer=protos_dot_users__pb2.VerifyEmailRequest.FromString,
+                    response_serializer=protos_dot_users__pb2.User.SerializeToString,
+            ),
+            'RequestEmailVerification': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestEmailVerification,
+                    request_deserializer=protos_dot_users__pb2.GetUserRequest.FromString,
+                    response_serializer=protos_dot_users__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -394,6 +431,60 @@ class AuthService:
             '/shopstream.users.v1.AuthService/OAuthProviders',
             protos_dot_users__pb2.Empty.SerializeToString,
             protos_dot_users__pb2.OAuthProvidersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyEmail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shopstream.users.v1.AuthService/VerifyEmail',
+            protos_dot_users__pb2.VerifyEmailRequest.SerializeToString,
+            protos_dot_users__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestEmailVerification(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/shopstream.users.v1.AuthService/RequestEmailVerification',
+            protos_dot_users__pb2.GetUserRequest.SerializeToString,
+            protos_dot_users__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

@@ -275,6 +275,9 @@ class Settings:
     state_dir: Path = Path(".shopstream")
     log_level: str = "INFO"
     log_format: str = "json"
+    # How the users process sends its mails (email verification): "log" writes each one, link
+    # included, to its log (development); "none" sends nothing.
+    mailer: str = "log"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -349,6 +352,7 @@ class Settings:
             state_dir=Path(_str(e, "SHOPSTREAM_STATE_DIR", str(d.state_dir))),
             log_level=_str(e, "LOG_LEVEL", d.log_level).upper(),
             log_format=_str(e, "LOG_FORMAT", d.log_format),
+            mailer=_str(e, "MAILER", d.mailer).lower(),
         )
         if settings.embedded_broker not in ("tansu", "kafka"):
             raise SettingsError("SHOPSTREAM_BROKER must be tansu or kafka")
@@ -364,6 +368,8 @@ class Settings:
             raise SettingsError("INTERNAL_SECRET must be at least 32 characters")
         if settings.log_format not in ("json", "text"):
             raise SettingsError("LOG_FORMAT must be json or text")
+        if settings.mailer not in MAILERS:
+            raise SettingsError(f"MAILER must be one of {', '.join(MAILERS)}")
         return settings
 
     def require_database(self) -> str:
@@ -421,6 +427,9 @@ def _kafka_security(e: Mapping[str, str]) -> KafkaSecurity:
     if bool(security.ssl_certfile) != bool(security.ssl_keyfile):
         raise SettingsError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
     return security
+
+
+MAILERS = ("log", "none")
 
 
 def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:

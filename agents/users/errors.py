@@ -5,6 +5,7 @@ from __future__ import annotations
 from agents.common.errors import (
     Conflict,
     DomainError,
+    Forbidden,
     Invalid,
     NotFound,
     Unauthorized,
@@ -52,6 +53,46 @@ class UserNotFound(UserError, NotFound):
 
 class OAuthFailed(UserError, Unauthorized):
     pass
+
+
+class OAuthBrowserMismatch(UserError, Forbidden):
+    """The callback came from a browser other than the one that started the login: a leaked
+    code and state, or a login forced on someone (login CSRF)."""
+
+    def __init__(self) -> None:
+        super().__init__("this login was started in another browser: start it again from this one")
+
+
+class LinkRefused(UserError, Conflict):
+    """An OAuth identity whose email is an account's that never proved it owns that address:
+    linking it would hand the account to whoever registered the address first, or the other way
+    round."""
+
+    def __init__(self, provider: str) -> None:
+        super().__init__(
+            f"an account with this {provider} email exists but its email is not verified: log in "
+            f"to it, then verify its email or link {provider} from it"
+        )
+
+
+class IdentityTaken(UserError, Conflict):
+    def __init__(self, provider: str) -> None:
+        super().__init__(f"this {provider} identity is linked to another account")
+
+
+class VerificationFailed(UserError, NotFound):
+    def __init__(self) -> None:
+        super().__init__("the verification token is unknown, used or expired")
+
+
+class AlreadyVerified(UserError, Conflict):
+    def __init__(self) -> None:
+        super().__init__("this account's email is already verified")
+
+
+class NoEmail(UserError, Conflict):
+    def __init__(self) -> None:
+        super().__init__("this account has no email to verify")
 
 
 class UnknownProvider(UserError, Invalid):

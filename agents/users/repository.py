@@ -10,10 +10,14 @@ import asyncpg
 
 from agents.common.db import PgUnitOfWork
 
-USER_COLUMNS = "u.id, u.full_name, u.email, u.role, u.password_hash, u.created_at, u.updated_at"
+USER_COLUMNS = (
+    "u.id, u.full_name, u.email, u.role, u.password_hash, u.created_at, u.updated_at, "
+    "u.email_verified_at"
+)
 INSERT_USER = """
-INSERT INTO users (full_name, email, password_hash, role) VALUES ($1, $2, $3, $4)
-RETURNING id, full_name, email, role, password_hash, created_at, updated_at
+INSERT INTO users (full_name, email, password_hash, role, email_verified_at)
+VALUES ($1, $2, $3, $4, CASE WHEN $5::boolean THEN now() END)
+RETURNING id, full_name, email, role, password_hash, created_at, updated_at, email_verified_at
 """
 BY_EMAIL = f"SELECT {USER_COLUMNS} FROM users u WHERE lower(u.email) = lower($1)"
 BY_ID = f"SELECT {USER_COLUMNS} FROM users u WHERE u.id = $1"
@@ -33,6 +37,24 @@ SET_ROLE = "UPDATE users SET role = $2 WHERE id = $1"
 # A login's writes hold the account's row: a password set meanwhile (create-admin) waits for the
 # login to commit, or the login sees the new hash and fails.
 LOCK_BY_ID = f"{BY_ID} FOR NO KEY UPDATE"
+
+# Only while the account still has the address the proof was for.
+MARK_VERIFIED = f"""
+UPDATE users u SET email_verified_at = coalesce(u.email_verified_at, now())
+WHERE u.id = $1 AND lower(u.email) = lower($2)
+RETURNING {USER_COLUMNS}
+"""
+
+PUT_VERIFICATION = """
+INSERT INTO email_verifications (token_hash, user_id, email, expires_at)
+VALUES ($1, $2, $3, now() + make_interval(secs => $4))
+"""
+TAKE_VERIFICATION = """
+DELETE FROM email_verifications WHERE token_hash = $1
+RETURNING user_id, email, expires_at > now() AS live
+"""
+FORGET_VERIFICATIONS = "DELETE FROM email_verifications WHERE user_id = $1"
+PRUNE_VERIFICATIONS = "DELETE FROM email_verifications WHERE expires_at <= now()"
 
 INSERT_FAMILY = """
 INSERT INTO refresh_families (family_id, user_id, expires_at) VALUES ($1, $2, $3)
@@ -109,12 +131,13 @@ DELETE FROM login_budgets WHERE email_key IN (
 """
 
 PUT_STATE = """
-INSERT INTO oauth_states (state, provider, code_verifier, redirect_uri, expires_at)
-VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))
+INSERT INTO oauth_states
+    (state, provider, code_verifier, redirect_uri, expires_at, nonce_hash, link_user_id)
+VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5), $6, $7)
 """
 TAKE_STATE = """
 DELETE FROM oauth_states WHERE state = $1 AND provider = $2 AND expires_at > now()
-RETURNING code_verifier, redirect_uri
+RETURNING code_verifier, redirect_uri, nonce_hash, link_user_id
 """
 PRUNE_STATES = "DELETE FROM oauth_states WHERE expires_at <= now()"
 
@@ -128,6 +151,7 @@ class UserRow:
     password_hash: str | None
     created_at: datetime
     updated_at: datetime
+    email_verified_at: datetime | None = None
     provider: str = ""
     provider_id: str = ""
 
@@ -173,9 +197,17 @@ class UserRepository:
         self._conn = conn
 
     async def add(
-        self, full_name: str, email: str | None, password_hash: str | None, role: str = "user"
+        self,
+        full_name: str,
+        email: str | None,
+        password_hash: str | None,
+        role: str = "user",
+        *,
+        email_verified: bool = False,
     ) -> UserRow:
-        row = await self._conn.fetchrow(INSERT_USER, full_name, email, password_hash, role)
+        row = await self._conn.fetchrow(
+            INSERT_USER, full_name, email, password_hash, role, email_verified
+        )
         user = _user(row)
         assert user is not None
         return user
@@ -204,6 +236,30 @@ class UserRepository:
 
     async def lock(self, user_id: int) -> UserRow | None:
         return _user(await self._conn.fetchrow(LOCK_BY_ID, user_id))
+
+    async def mark_email_verified(self, user_id: int, email: str) -> UserRow | None:
+        """The account, now verified; None if its email is no longer `email`."""
+        return _user(await self._conn.fetchrow(MARK_VERIFIED, user_id, email))
+
+
+class EmailVerificationRepository:
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._conn = conn
+
+    async def put(self, token_hash: bytes, user_id: int, email: str, ttl_s: float) -> None:
+        await self._conn.execute(PRUNE_VERIFICATIONS)
+        await self._conn.execute(PUT_VERIFICATION, token_hash, user_id, email, ttl_s)
+
+    async def take(self, token_hash: bytes) -> tuple[int, str] | None:
+        """The account and address a live token was sent for, once: a used or expired token
+        finds nothing (and is gone)."""
+        row = await self._conn.fetchrow(TAKE_VERIFICATION, token_hash)
+        if row is None or not row["live"]:
+            return None
+        return row["user_id"], row["email"]
+
+    async def forget(self, user_id: int) -> None:
+        await self._conn.execute(FORGET_VERIFICATIONS, user_id)
 
 
 class RefreshTokenRepository:
@@ -262,20 +318,43 @@ class LoginBudgetRepository:
         return _count(await self._conn.execute(PRUNE_BUDGETS, window_s, batch))
 
 
+@dataclass(frozen=True)
+class PendingLogin:
+    """An OAuth login between its start and its callback."""
+
+    code_verifier: str
+    redirect_uri: str
+    nonce_hash: bytes
+    link_user_id: int | None
+
+
 class OAuthStateRepository:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 
     async def put(
-        self, state: str, provider: str, verifier: str, redirect_uri: str, ttl_s: float
+        self,
+        state: str,
+        provider: str,
+        login: PendingLogin,
+        ttl_s: float,
     ) -> None:
         await self._conn.execute(PRUNE_STATES)
-        await self._conn.execute(PUT_STATE, state, provider, verifier, redirect_uri, ttl_s)
+        await self._conn.execute(
+            PUT_STATE,
+            state,
+            provider,
+            login.code_verifier,
+            login.redirect_uri,
+            ttl_s,
+            login.nonce_hash,
+            login.link_user_id,
+        )
 
-    async def take(self, state: str, provider: str) -> tuple[str, str] | None:
-        """The state's PKCE verifier and redirect URI, once: a second take finds nothing."""
+    async def take(self, state: str, provider: str) -> PendingLogin | None:
+        """The login this state started, once: a second take finds nothing."""
         row = await self._conn.fetchrow(TAKE_STATE, state, provider)
-        return None if row is None else (row["code_verifier"], row["redirect_uri"])
+        return None if row is None else PendingLogin(**dict(row))
 
 
 class UsersUnitOfWork(PgUnitOfWork):
@@ -288,3 +367,5 @@ class UsersUnitOfWork(PgUnitOfWork):
         self.refresh_tokens = RefreshTokenRepository(conn)
         self.oauth_states = OAuthStateRepository(conn)
         self.login_budgets = LoginBudgetRepository(conn)
+
+        self.email_verifications = EmailVerificationRepository(conn)

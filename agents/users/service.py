@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
+import secrets
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,24 +18,35 @@ from agents.common.settings import OAuthProvider, Settings
 from agents.users import oauth
 from agents.users.errors import (
     AccountExists,
+    AlreadyVerified,
     EmailTaken,
+    IdentityTaken,
     InvalidCredentials,
+    LinkRefused,
     LoginThrottled,
+    NoEmail,
+    OAuthBrowserMismatch,
     OAuthFailed,
     ProviderNotConfigured,
     TokenRejected,
     UnknownProvider,
     UserNotFound,
+    VerificationFailed,
 )
+from agents.users.mail import Mailer, create_mailer, verification_mail
 from agents.users.passwords import Passwords
-from agents.users.repository import UserRow, UsersUnitOfWork
+from agents.users.repository import PendingLogin, UserRow, UsersUnitOfWork
 from topics import USERS_EVENTS
 from topics.users import UserRegistered, UserRoleChanged
 
 OAUTH_STATE_TTL_S = 600.0
+
 # Rows are kept a day past their expiry, so that a clock ahead or behind never meets a pruned one.
 PRUNE_MARGIN_S = 24 * 3600.0
 PRUNE_BATCH = 1000
+EMAIL_VERIFICATION_TTL_S = 24 * 3600.0
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,8 +56,19 @@ class Tokens:
     role: str
 
 
+@dataclass(frozen=True)
+class OAuthStart:
+    url: str
+    # For the browser's cookie; the state's row keeps only its hash.
+    browser_nonce: str
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
 
 
 class IdentityService:
@@ -52,11 +78,13 @@ class IdentityService:
         settings: Settings,
         passwords: Passwords,
         on_commit: Callable[[], None] = lambda: None,
+        mailer: Mailer | None = None,
     ) -> None:
         self._pool = pool
         self._settings = settings
         self._passwords = passwords
         self._on_commit = on_commit
+        self._mailer = mailer or create_mailer(settings)
 
     def _uow(self) -> UsersUnitOfWork:
         return UsersUnitOfWork(self._pool)
@@ -97,10 +125,49 @@ class IdentityService:
             async with self._uow() as uow:
                 user = await uow.users.add(full_name, email, hashed)
                 await self._registered(uow, user, "password")
+                token = await self._new_verification(uow, user.id, email)
                 await uow.commit()
         except asyncpg.UniqueViolationError:
             raise EmailTaken() from None
         self._on_commit()
+        await self._mail_verification(email, token)
+        return user
+
+    async def _new_verification(self, uow: UsersUnitOfWork, user_id: int, email: str) -> str:
+        token = secrets.token_urlsafe(32)
+        await uow.email_verifications.put(_digest(token), user_id, email, EMAIL_VERIFICATION_TTL_S)
+        return token
+
+    async def _mail_verification(self, email: str, token: str) -> None:
+        link = f"{self._settings.payments.public_url}/#/verify-email?token={token}"
+        await self._mailer.send(verification_mail(email, link))
+
+    async def request_verification(self, user_id: int) -> None:
+        """Mail the account a new verification link (older ones keep working until used)."""
+        async with self._uow() as uow:
+            user = await uow.users.by_id(user_id)
+            if user is None:
+                raise UserNotFound(user_id)
+            if not user.email:
+                raise NoEmail()
+            if user.email_verified_at is not None:
+                raise AlreadyVerified()
+            token = await self._new_verification(uow, user.id, user.email)
+            await uow.commit()
+        await self._mail_verification(user.email, token)
+
+    async def verify_email(self, token: str) -> UserRow:
+        """Use up a verification token: its account's email is verified, if it still has the
+        address the mail went to."""
+        async with self._uow() as uow:
+            taken = await uow.email_verifications.take(_digest(token))
+            if taken is None:
+                raise VerificationFailed()
+            user = await uow.users.mark_email_verified(*taken)
+            if user is None:
+                raise VerificationFailed()
+            await uow.email_verifications.forget(user.id)
+            await uow.commit()
         return user
 
     async def login(self, email: str, password: str) -> Tokens:
@@ -202,47 +269,78 @@ class IdentityService:
         """The providers a login may use here: those with a client configured."""
         return [p.name for p in self._settings.auth.providers.values() if p.configured]
 
-    async def oauth_start(self, provider_name: str) -> str:
+    async def oauth_start(self, provider_name: str, link_user_id: int | None = None) -> OAuthStart:
+        """Start a login, or with `link_user_id` (a logged-in account's) a link to that account."""
         provider = self._provider(provider_name)
         state, verifier = oauth.new_state(), oauth.new_code_verifier()
+        nonce = secrets.token_urlsafe(32)
+        pending = PendingLogin(verifier, provider.redirect_url, _digest(nonce), link_user_id)
         async with self._uow() as uow:
-            await uow.oauth_states.put(
-                state, provider.name, verifier, provider.redirect_url, OAUTH_STATE_TTL_S
-            )
+            await uow.oauth_states.put(state, provider.name, pending, OAUTH_STATE_TTL_S)
             await uow.commit()
-        return oauth.authorization_url(provider, state, verifier)
+        return OAuthStart(oauth.authorization_url(provider, state, verifier), nonce)
 
-    async def oauth_callback(self, provider_name: str, code: str, state: str) -> Tokens:
+    async def oauth_callback(
+        self, provider_name: str, code: str, state: str, browser_nonce: str
+    ) -> Tokens:
         provider = self._provider(provider_name)
         async with self._uow() as uow:
-            taken = await uow.oauth_states.take(state, provider.name)
+            pending = await uow.oauth_states.take(state, provider.name)
             await uow.commit()
-        if taken is None:
+        if pending is None:
             raise OAuthFailed("unknown, used or expired state")
-        verifier, redirect_uri = taken
-        if redirect_uri != provider.redirect_url:
+        # Before the code is redeemed: a leaked code and state are worth nothing elsewhere.
+        if not hmac.compare_digest(pending.nonce_hash, _digest(browser_nonce)):
+            raise OAuthBrowserMismatch()
+        if pending.redirect_uri != provider.redirect_url:
             raise OAuthFailed("the redirect URI changed since the login started")
-        profile = await oauth.fetch_profile(provider, code, verifier)
+        profile = await oauth.fetch_profile(provider, code, pending.code_verifier)
         async with self._uow() as uow:
-            user = await uow.users.by_identity(provider.name, profile.provider_id)
-            if user is None:
-                if profile.verified_email:
-                    user = await uow.users.by_email(profile.verified_email)
-                if user is None:
-                    name = (
-                        profile.name
-                        or (profile.verified_email or "").split("@")[0]
-                        or f"{provider.name} user"
-                    )
-                    user = await uow.users.add(name[:100], profile.verified_email, None)
-                    await self._registered(uow, user, provider.name)
-                await uow.users.link(
-                    provider.name, profile.provider_id, user.id, profile.verified_email
-                )
+            if pending.link_user_id is None:
+                user = await self._oauth_account(uow, provider.name, profile)
+            else:
+                user = await self._link(uow, provider.name, profile, pending.link_user_id)
             issued = await self._issue(uow, user)
             await uow.commit()
         self._on_commit()
         return issued
+
+    async def _oauth_account(
+        self, uow: UsersUnitOfWork, provider: str, profile: oauth.Profile
+    ) -> UserRow:
+        """The identity's account: found, linked by a verified email on both sides, or new."""
+        user = await uow.users.by_identity(provider, profile.provider_id)
+        if user is not None:
+            return user
+        email = profile.verified_email
+        if email:
+            user = await uow.users.by_email(email)
+            if user is not None and user.email_verified_at is None:
+                raise LinkRefused(provider)
+        if user is None:
+            name = profile.name or (email or "").split("@")[0] or f"{provider} user"
+            user = await uow.users.add(name[:100], email, None, email_verified=bool(email))
+            await self._registered(uow, user, provider)
+        await uow.users.link(provider, profile.provider_id, user.id, email)
+        return user
+
+    async def _link(
+        self, uow: UsersUnitOfWork, provider: str, profile: oauth.Profile, user_id: int
+    ) -> UserRow:
+        """The logged-in owner's explicit link; the provider's verified email, if it is the
+        account's, verifies it."""
+        owner = await uow.users.by_identity(provider, profile.provider_id)
+        if owner is not None:
+            if owner.id != user_id:
+                raise IdentityTaken(provider)
+            return owner
+        user = await uow.users.by_id(user_id)
+        if user is None:
+            raise OAuthFailed("the account to link is gone")
+        await uow.users.link(provider, profile.provider_id, user.id, profile.verified_email)
+        if profile.verified_email and user.email_verified_at is None:
+            user = await uow.users.mark_email_verified(user.id, profile.verified_email) or user
+        return user
 
     async def create_admin(
         self, email: str, password: str, full_name: str, *, promote_existing: bool = False

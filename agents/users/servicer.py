@@ -21,6 +21,7 @@ def user_proto(u: UserRow) -> users_pb2.User:
         provider_id=u.provider_id,
         created_at=timestamp(u.created_at),
         updated_at=timestamp(u.updated_at),
+        email_verified=u.email_verified_at is not None,
     )
 
 
@@ -87,13 +88,16 @@ class AuthServicer(users_pb2_grpc.AuthServiceServicer):  # type: ignore[misc]
     async def OAuthStart(
         self, request: users_pb2.OAuthStartRequest, context: grpc.aio.ServicerContext
     ) -> users_pb2.OAuthStartResponse:
-        return users_pb2.OAuthStartResponse(url=await self._service.oauth_start(request.provider))
+        started = await self._service.oauth_start(request.provider, request.link_user_id or None)
+        return users_pb2.OAuthStartResponse(url=started.url, browser_nonce=started.browser_nonce)
 
     @rpc
     async def OAuthCallback(
         self, request: users_pb2.OAuthCallbackRequest, context: grpc.aio.ServicerContext
     ) -> users_pb2.TokenResponse:
-        issued = await self._service.oauth_callback(request.provider, request.code, request.state)
+        issued = await self._service.oauth_callback(
+            request.provider, request.code, request.state, request.browser_nonce
+        )
         return tokens_proto(issued)
 
     @rpc
@@ -101,3 +105,16 @@ class AuthServicer(users_pb2_grpc.AuthServiceServicer):  # type: ignore[misc]
         self, request: users_pb2.Empty, context: grpc.aio.ServicerContext
     ) -> users_pb2.OAuthProvidersResponse:
         return users_pb2.OAuthProvidersResponse(providers=self._service.oauth_providers())
+
+    @rpc
+    async def VerifyEmail(
+        self, request: users_pb2.VerifyEmailRequest, context: grpc.aio.ServicerContext
+    ) -> users_pb2.User:
+        return user_proto(await self._service.verify_email(request.token))
+
+    @rpc
+    async def RequestEmailVerification(
+        self, request: users_pb2.GetUserRequest, context: grpc.aio.ServicerContext
+    ) -> users_pb2.Empty:
+        await self._service.request_verification(request.id)
+        return users_pb2.Empty()

@@ -5,19 +5,21 @@ Credentials and tokens go to the users domain over gRPC, never onto a Kafka topi
 
 from __future__ import annotations
 
+from http.cookies import SimpleCookie
 from typing import Annotated, Any
 
 import grpc
-from aiohttp import web
+from aiohttp import hdrs, web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from gateway.api import Operation, PathParam, Response, add_operations
-from gateway.auth import bearer, require_role, unauthorized
-from gateway.keys import GRPC, IDENTITY
+from gateway.auth import bearer, identify, require_role, unauthorized
+from gateway.keys import GRPC, IDENTITY, SETTINGS
 from gateway.problems import Problem
 from gateway.routes import grpc_options, iso_time, json_response
 from gateway.schemas import (
     AuthorizationURL,
+    EmailVerified,
     LoginProviders,
     Message,
     Registered,
@@ -32,6 +34,10 @@ PROVIDERS = ("google", "facebook", "github")
 # What the users domain's Login puts in its trailing metadata when an email's failed logins are
 # used up (agents/users/servicer.py): seconds until it may try again.
 RETRY_AFTER_METADATA = "retry-after"
+
+# The browser that starts an OAuth login keeps a nonce in this cookie; the callback must bring it.
+OAUTH_COOKIE = "shopstream_oauth"
+OAUTH_COOKIE_MAX_AGE_S = 600
 
 Email = Annotated[
     str,
@@ -69,6 +75,20 @@ Code = Annotated[str, Field(min_length=1, max_length=2048)]
 State = Annotated[str, Field(min_length=1, max_length=256)]
 
 
+class StartQuery(_Body):
+    link: Annotated[
+        bool,
+        Field(
+            description="link the provider to the account of the Bearer access token sent, "
+            "instead of logging in"
+        ),
+    ] = False
+
+
+class VerifyEmailBody(_Body):
+    token: Annotated[str, Field(min_length=1, max_length=256)]
+
+
 class CallbackQuery(_Body):
     """What the provider sends back: a code and the state, or `error` (then a 401)."""
 
@@ -101,6 +121,7 @@ def user_json(u: users_pb2.User) -> User:
     }
     if u.provider:
         out |= {"provider": u.provider, "provider_id": u.provider_id}
+    out["email_verified"] = u.email_verified
     return User.model_validate(out)
 
 
@@ -187,17 +208,43 @@ async def oauth_providers(request: web.Request) -> web.Response:
     return json_response(LoginProviders.model_validate({"providers": list(reply.providers)}))
 
 
+def _callback_path(provider: str) -> str:
+    return f"/api/v1/oauth/{provider}/callback"
+
+
+def _account_id(request: web.Request) -> int:
+    user_id = identify(request, request.app[SETTINGS]).user_id
+    if not user_id.isdigit():
+        raise Problem(404, "this token is not an account's (a dev token?)", code="not_found")
+    return int(user_id)
+
+
 async def oauth_url(request: web.Request) -> web.Response:
     """A browser is sent to the provider (302), as the seed's storefront expects; any other
-    client gets the URL to go to."""
+    client gets the URL to go to. Either way the response sets the browser's nonce cookie."""
+    provider = _provider(request)
+    link_user_id = _account_id(request) if read_query(request, StartQuery).link else 0
     reply = await request.app[GRPC].users.OAuthStart(
-        users_pb2.OAuthStartRequest(provider=_provider(request)), **grpc_options(request)
+        users_pb2.OAuthStartRequest(provider=provider, link_user_id=link_user_id),
+        **grpc_options(request),
     )
+    response: web.Response
     if _wants_html(request):
-        return web.Response(
+        response = web.Response(
             status=302, headers={"Location": reply.url, "Cache-Control": "no-store"}
         )
-    return json_response(AuthorizationURL(url=reply.url))
+    else:
+        response = json_response(AuthorizationURL(url=reply.url))
+    response.set_cookie(
+        OAUTH_COOKIE,
+        reply.browser_nonce,
+        max_age=OAUTH_COOKIE_MAX_AGE_S,
+        path=_callback_path(provider),
+        secure=request.app[SETTINGS].payments.public_url.startswith("https://"),
+        httponly=True,
+        samesite="Lax",
+    )
+    return response
 
 
 async def oauth_callback(request: web.Request) -> web.Response:
@@ -205,12 +252,59 @@ async def oauth_callback(request: web.Request) -> web.Response:
     if refused := request.query.get("error"):
         raise Problem(401, f"{provider} refused the login: {refused[:200]}", code="unauthorized")
     query = read_query(request, CallbackQuery, status=400)
-    code, state = query.code, query.state
+    nonce = request.cookies.get(OAUTH_COOKIE, "")
+    if not nonce:
+        raise Problem(
+            403,
+            "this browser did not start the login (its login cookie is missing): start it "
+            "again from here",
+            code="forbidden",
+        )
     reply = await request.app[GRPC].users.OAuthCallback(
-        users_pb2.OAuthCallbackRequest(provider=provider, code=code, state=state),
+        users_pb2.OAuthCallbackRequest(
+            provider=provider, code=query.code, state=query.state, browser_nonce=nonce
+        ),
         **grpc_options(request),
     )
     return json_response(token_json(reply))
+
+
+async def _clear_oauth_cookie(request: web.Request, response: web.StreamResponse) -> None:
+    """A callback's answer, whatever it is (errors included), uses up the browser's nonce."""
+    if OAUTH_COOKIE in request.cookies and request.path in CALLBACK_PATHS:
+        # A raw header: by this signal aiohttp has already turned response.cookies into headers.
+        cleared = SimpleCookie()
+        cleared[OAUTH_COOKIE] = ""
+        morsel = cleared[OAUTH_COOKIE]
+        morsel.update(
+            {
+                "path": request.path,
+                "max-age": "0",
+                "expires": "Thu, 01 Jan 1970 00:00:00 GMT",
+                "httponly": "true",
+                "samesite": "Lax",
+            }
+        )
+        response.headers.add(hdrs.SET_COOKIE, morsel.OutputString())
+
+
+async def verify_email(request: web.Request) -> web.Response:
+    body = await read_body(request, VerifyEmailBody)
+    user = await request.app[GRPC].users.VerifyEmail(
+        users_pb2.VerifyEmailRequest(token=body.token), **grpc_options(request)
+    )
+    return json_response(EmailVerified(message="success", user=user_json(user)))
+
+
+@require_role("user", "admin")
+async def request_verification(request: web.Request) -> web.Response:
+    user_id = request[IDENTITY].user_id
+    if not user_id.isdigit():
+        raise Problem(404, "this token is not an account's (a dev token?)", code="not_found")
+    await request.app[GRPC].users.RequestEmailVerification(
+        users_pb2.GetUserRequest(id=int(user_id)), **grpc_options(request)
+    )
+    return json_response(Message(message="a verification mail was sent"), status=202)
 
 
 @require_role("user", "admin")
@@ -224,6 +318,7 @@ async def me(request: web.Request) -> web.Response:
     return json_response(user_json(user))
 
 
+CALLBACK_PATHS = frozenset(_callback_path(p) for p in PROVIDERS)
 PROVIDER = PathParam("provider", {"enum": list(PROVIDERS)}, pattern="|".join(PROVIDERS))
 TOKENS = {200: Response("tokens", TokenResponse)}
 AUTH_ERRORS = (400, 401, 413, 422, 429, 503, 504)
@@ -285,29 +380,57 @@ OPERATIONS = (
         (429, 503, 504),
     ),
     Operation(
+        "POST",
+        "/api/v1/auth/verify-email",
+        verify_email,
+        "Verify the account's email with the token of its verification mail (single-use, 24 h)",
+        {200: Response("verified", EmailVerified)},
+        (400, 404, 413, 422, 429, 503, 504),
+        body=VerifyEmailBody,
+    ),
+    Operation(
+        "POST",
+        "/api/v1/auth/verify-email/request",
+        request_verification,
+        "Mail the caller's account a new email verification link",
+        {202: Response("mailed", Message)},
+        (401, 403, 404, 409, 429, 503, 504),
+        secured=True,
+    ),
+    Operation(
         "GET",
         "/api/v1/auth/{provider}",
         oauth_url,
-        "Start an OAuth login (state + PKCE S256): a browser (`Accept: text/html`) is "
-        "redirected to the provider, any other client gets the URL",
+        "Start an OAuth login (state + PKCE S256), or with `link=true` and a Bearer access token "
+        "link the provider to that account: a browser (`Accept: text/html`) is redirected to the "
+        "provider, any other client gets the URL; both get the cookie the callback needs",
         {
-            200: Response("the provider's authorization URL", AuthorizationURL),
+            200: Response(
+                "the provider's authorization URL",
+                AuthorizationURL,
+                headers={"Set-Cookie": "the login's nonce, for the callback"},
+            ),
             302: Response(
                 "to the provider's authorization URL",
                 media_type="",
-                headers={"Location": "the provider's authorization URL"},
+                headers={
+                    "Location": "the provider's authorization URL",
+                    "Set-Cookie": "the login's nonce, for the callback",
+                },
             ),
         },
-        (404, 429, 503, 504),
+        (401, 404, 422, 429, 503, 504),
+        query=StartQuery,
         path_params=(PROVIDER,),
     ),
     Operation(
         "GET",
         "/api/v1/oauth/{provider}/callback",
         oauth_callback,
-        "Finish an OAuth login",
+        "Finish an OAuth login in the browser that started it (its cookie); an email that is an "
+        "unverified account's is refused (409) rather than linked",
         TOKENS,
-        (400, 401, 404, 422, 429, 503, 504),
+        (400, 401, 403, 404, 409, 422, 429, 503, 504),
         query=CallbackQuery,
         path_params=(PROVIDER,),
     ),
@@ -325,3 +448,4 @@ OPERATIONS = (
 
 def setup_routes(app: web.Application) -> None:
     add_operations(app, OPERATIONS)
+    app.on_response_prepare.append(_clear_oauth_cookie)

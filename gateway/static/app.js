@@ -296,7 +296,32 @@ async function finishOAuth() {
     saveTokens(data);
     say("You are logged in.");
   } catch (error) {
-    fail(explain(error, { 401: "The login was refused or has expired. Please try again." }));
+    fail(
+      explain(error, {
+        401: "The login was refused or has expired. Please try again.",
+        403: "This login was started in another browser or tab. Please start it again here.",
+        409: "An account with this email already exists, and its email is not verified yet. Log in with its password and verify the email first.",
+      }),
+    );
+  }
+}
+
+async function verifyEmailView(query) {
+  const token = query.get("token") || "";
+  // The token is used up here; it need not stay in the address bar or the history.
+  history.replaceState(null, "", "/#/verify-email");
+  try {
+    await call("POST", "/api/v1/auth/verify-email", { body: { token } });
+    show(
+      "Email verified",
+      h("p", {}, "Your email address is verified."),
+      h("p", {}, h("a", { href: "#/" }, "See the products")),
+    );
+  } catch (error) {
+    show(
+      "Sorry",
+      h("p", {}, explain(error, { 404: "This link was used already or has expired. Log in to ask for a new one." })),
+    );
   }
 }
 
@@ -323,7 +348,7 @@ async function registerView() {
             body: { email: email.value, password: password.value },
           });
           saveTokens(data, email.value);
-          say(`Welcome, ${name.value}! Your account is ready.`);
+          say(`Welcome, ${name.value}! Your account is ready. We sent a link to ${email.value} to verify your email.`);
           afterLogin();
         } catch (error) {
           fail(explain(error, { 409: "An account with that email already exists. Try logging in." }));
@@ -711,6 +736,7 @@ const ROUTES = [
   [/^\/products\/(\d+)$/, (m) => productView(m[1])],
   [/^\/login$/, () => loginView()],
   [/^\/register$/, () => registerView()],
+  [/^\/verify-email$/, (_, q) => verifyEmailView(q)],
   [/^\/cart$/, () => cartView()],
   [/^\/checkout$/, () => checkoutView()],
   [/^\/orders$/, (_, q) => ordersView(q)],

@@ -32,7 +32,12 @@ async def oauth_provider() -> AsyncIterator[FakeProvider]:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     connector = aiohttp.TCPConnector(limit=300)
     timeout = aiohttp.ClientTimeout(total=30)
-    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+    # A browser keeps cookies (an OAuth login's nonce); aiohttp's default jar drops those of an
+    # address like 127.0.0.1 unless it is "unsafe".
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(
+        timeout=timeout, connector=connector, cookie_jar=jar
+    ) as session:
         yield session
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import uuid
 from typing import Any
@@ -12,11 +13,14 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from yarl import URL
 
+from gateway.routes.auth import OAUTH_COOKIE
 from tests.e2e import client
 from tests.e2e.client import bearer, login
 from tests.e2e.platform import SHOPSTREAM, Platform
 from tests.fake_oauth import FakeProvider
+from tests.helpers import eventually
 from topics.admin import partitions_of
 
 pytestmark = pytest.mark.e2e
@@ -242,18 +246,16 @@ async def test_oauth_login_through_the_gateway(
         },
     }
     oauth_provider.profiles[provider] = profiles[provider]
-    start = await call(http, "GET", f"{platform.url}/api/v1/auth/{provider}", 200)
-    async with http.get(start["url"], allow_redirects=False) as resp:
-        assert resp.status == 302
-        callback = resp.headers["Location"]
+    callback = await to_the_provider(platform, http, provider)
     assert callback.startswith(f"{platform.url}/api/v1/oauth/{provider}/callback?")
     tokens = await call(http, "GET", callback, 200)
     assert set(tokens) == TOKEN_FIELDS
     me = await call(
         http, "GET", f"{platform.url}/api/v1/users/me", 200, headers=bearer(tokens["token"])
     )
-    assert (me["email"], me["provider"]) == (email, provider)
-    await call(http, "GET", callback, 401)  # the state is single-use
+    assert (me["email"], me["provider"], me["email_verified"]) == (email, provider, True)
+    assert not nonce_of(http, provider), "the callback used up the browser's nonce"
+    await call(http, "GET", callback, 403)  # and without it nothing is tried
     query = parse_qs(urlparse(callback).query)
     await call(
         http,
@@ -261,12 +263,145 @@ async def test_oauth_login_through_the_gateway(
         f"{platform.url}/api/v1/oauth/{provider}/callback?state={query['state'][0]}",
         400,
     )
+    await to_the_provider(platform, http, provider)  # a fresh nonce in the jar
     await call(
         http,
         "GET",
         f"{platform.url}/api/v1/oauth/{provider}/callback?code={query['code'][0]}&state=forged",
         401,
     )
+
+
+async def to_the_provider(
+    platform: Platform, http: aiohttp.ClientSession, provider: str, **kw: Any
+) -> str:
+    """Start an OAuth login in `http` (which keeps the nonce cookie) and pass the fake
+    provider: where it sends the browser back."""
+    start = await call(http, "GET", f"{platform.url}/api/v1/auth/{provider}", 200, **kw)
+    assert nonce_of(http, provider), "the start set the nonce cookie"
+    async with http.get(start["url"], allow_redirects=False) as resp:
+        assert resp.status == 302
+        return resp.headers["Location"]
+
+
+def nonce_of(http: aiohttp.ClientSession, provider: str) -> str:
+    path = f"/api/v1/oauth/{provider}/callback"
+    return "".join(c.value for c in http.cookie_jar if c.key == OAUTH_COOKIE and c["path"] == path)
+
+
+def verification_token(platform: Platform, email: str, after: int = 0) -> str | None:
+    """The token of the newest verification mail to `email` that the users process logged."""
+    pattern = re.compile(rf"mail to {re.escape(email)}: .*verify-email\?token=([\w-]+)")
+    found = [m.group(1) for line in platform.lines[after:] if (m := pattern.search(line))]
+    return found[-1] if found else None
+
+
+async def mailed_token(platform: Platform, email: str, after: int = 0) -> str:
+    async def probe() -> str | None:
+        return verification_token(platform, email, after)
+
+    return await eventually(probe, timeout=30, what=f"a verification mail to {email}")
+
+
+def google_profile(email: str) -> dict[str, Any]:
+    return {"sub": uuid.uuid4().hex, "email": email, "email_verified": True, "name": "Vic Tim"}
+
+
+async def test_an_oauth_login_cannot_take_over_an_account_registered_with_its_email(
+    platform: Platform, http: aiohttp.ClientSession, oauth_provider: FakeProvider
+) -> None:
+    """Someone registers the victim's address with a password; the victim's Google login is
+    refused (409, nothing linked) until the account proves it owns the address."""
+    url, email, password = platform.url, new_email().lower(), new_password()
+    account = {"full_name": "Squat Ter", "email": email, "password": password}
+    created = await call(http, "POST", f"{url}/api/v1/auth/register", 201, json=account)
+    assert created["user"]["email_verified"] is False
+    token = await mailed_token(platform, email)
+
+    oauth_provider.profiles["google"] = google_profile(email)
+    refused = await call(http, "GET", await to_the_provider(platform, http, "google"), 409)
+    assert "not verified" in refused["detail"]
+    owner = await login(platform, http, email, password)
+    me = await call(http, "GET", f"{url}/api/v1/users/me", 200, headers=bearer(owner["token"]))
+    assert "provider" not in me, "no identity was linked"
+
+    await call(http, "POST", f"{url}/api/v1/auth/verify-email", 404, json={"token": "wrong"})
+    verified = await call(
+        http, "POST", f"{url}/api/v1/auth/verify-email", 200, json={"token": token}
+    )
+    assert (verified["user"]["id"], verified["user"]["email_verified"]) == (me["id"], True)
+    await call(http, "POST", f"{url}/api/v1/auth/verify-email", 404, json={"token": token})
+    await call(
+        http,
+        "POST",
+        f"{url}/api/v1/auth/verify-email/request",
+        409,
+        headers=bearer(owner["token"]),
+    )
+
+    # Verified, the same email links: the Google login reaches the account.
+    tokens = await call(http, "GET", await to_the_provider(platform, http, "google"), 200)
+    me = await call(http, "GET", f"{url}/api/v1/users/me", 200, headers=bearer(tokens["token"]))
+    assert (me["id"], me["provider"]) == (verified["user"]["id"], "google")
+
+
+async def test_a_logged_in_owner_links_a_provider_and_may_ask_for_a_new_mail(
+    platform: Platform, http: aiohttp.ClientSession, oauth_provider: FakeProvider
+) -> None:
+    url, email, password = platform.url, new_email().lower(), new_password()
+    account = {"full_name": "Link Er", "email": email, "password": password}
+    await call(http, "POST", f"{url}/api/v1/auth/register", 201, json=account)
+    owner = await login(platform, http, email, password)
+    seen = len(platform.lines)
+    await call(
+        http,
+        "POST",
+        f"{url}/api/v1/auth/verify-email/request",
+        202,
+        headers=bearer(owner["token"]),
+    )
+    assert await mailed_token(platform, email, after=seen)
+
+    await call(http, "GET", f"{url}/api/v1/auth/github?link=true", 401)
+    oauth_provider.profiles["github"] = {
+        "id": uuid.uuid4().int % 10**9,
+        "login": "linker",
+        "emails": [{"email": email, "primary": True, "verified": True}],
+    }
+    callback = await to_the_provider(
+        platform, http, "github", params={"link": "true"}, headers=bearer(owner["token"])
+    )
+    tokens = await call(http, "GET", callback, 200)
+    me = await call(http, "GET", f"{url}/api/v1/users/me", 200, headers=bearer(tokens["token"]))
+    assert (me["email"], me["provider"], me["email_verified"]) == (email, "github", True)
+
+
+async def test_a_leaked_code_and_state_are_refused_in_another_browser(
+    platform: Platform, http: aiohttp.ClientSession, oauth_provider: FakeProvider
+) -> None:
+    """Login CSRF and a leaked callback: without the nonce of the browser that started the
+    login, its code and state are refused; the right browser still finishes."""
+    email = new_email().lower()
+    oauth_provider.profiles["google"] = google_profile(email)
+    callback = await to_the_provider(platform, http, "google")
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar, timeout=aiohttp.ClientTimeout(30)) as other:
+        await call(other, "GET", callback, 403)
+    tokens = await call(http, "GET", callback, 200)
+    me = await call(
+        http, "GET", f"{platform.url}/api/v1/users/me", 200, headers=bearer(tokens["token"])
+    )
+    assert me["email"] == email
+
+    callback = await to_the_provider(platform, http, "google")
+    jar = aiohttp.CookieJar(unsafe=True)
+    path = urlparse(callback).path
+    async with aiohttp.ClientSession(cookie_jar=jar, timeout=aiohttp.ClientTimeout(30)) as other:
+        other.cookie_jar.update_cookies(
+            {OAUTH_COOKIE: "the-attackers-own-nonce"}, URL(platform.url + path)
+        )
+        await call(other, "GET", callback, 403)
+    await call(http, "GET", callback, 401)  # that attempt used the state up
 
 
 async def test_request_ids_travel_with_the_request(

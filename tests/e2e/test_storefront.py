@@ -21,6 +21,7 @@ from playwright.async_api import BrowserContext, Page, Route, async_playwright, 
 from tests.e2e.client import bearer, call
 from tests.e2e.platform import SHOPSTREAM, Platform
 from tests.fake_oauth import FakeProvider
+from tests.helpers import eventually
 from tests.infra import shared_tmpdir
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -317,3 +318,46 @@ async def test_an_oauth_login_ends_on_the_storefront(
     await expect(page.get_by_role("heading", level=1, name="My orders")).to_be_visible()
     await steps.shot("orders")
     assert errors == []
+
+
+async def test_the_link_of_a_verification_mail_verifies_the_email(
+    platform: Platform, http: aiohttp.ClientSession, browser: BrowserContext
+) -> None:
+    """The users process logs the mail (MAILER=log); its link opens the storefront, which uses
+    the token up and takes it out of the address bar."""
+    email, password = f"verify-{uuid.uuid4().hex[:8]}@example.com", uuid.uuid4().hex
+    account = {"full_name": "Veri Fier", "email": email, "password": password}
+    await call(http, "POST", f"{platform.url}/api/v1/auth/register", 201, json=account)
+    link = await mailed_link(platform, email)
+    assert link.startswith(f"{platform.url}/#/verify-email?token=")
+    page, errors = await new_page(browser)
+    steps = Steps(page, "verify-email")
+    await page.goto(link)
+    await expect(page.get_by_role("heading", level=1, name="Email verified")).to_be_visible()
+    await steps.shot("verified")
+    assert "token" not in page.url
+    tokens = await call(
+        http,
+        "POST",
+        f"{platform.url}/api/v1/auth/login",
+        200,
+        json={"email": email, "password": password},
+    )
+    me = await call(
+        http, "GET", f"{platform.url}/api/v1/users/me", 200, headers=bearer(tokens["token"])
+    )
+    assert me["email_verified"] is True
+
+    await page.goto(link)  # a second time: used up
+    await expect(page.get_by_role("heading", level=1, name="Sorry")).to_be_visible()
+    assert errors == []
+
+
+async def mailed_link(platform: Platform, email: str) -> str:
+    pattern = re.compile(rf"mail to {re.escape(email)}: .* (\S+verify-email\S+)")
+
+    async def probe() -> str | None:
+        found = [m.group(1) for line in platform.lines if (m := pattern.search(line))]
+        return found[-1] if found else None
+
+    return await eventually(probe, timeout=30, what=f"a verification mail to {email}")
