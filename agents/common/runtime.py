@@ -19,8 +19,10 @@ from mode import Service
 from mode.utils.objects import cached_property
 
 from agents.common.db import create_pool
+from agents.common.failures import is_transient
 from agents.common.grpc_server import GrpcServer, create_server
 from agents.common.kafka_auth import client_options, faust_credentials
+from agents.common.ledger import prune_ledger
 from agents.common.logs import formatter_for
 from agents.common.relay import OutboxSweeper, Publisher
 from agents.common.settings import KafkaTuning, Settings
@@ -122,9 +124,11 @@ class DomainRuntime(Service):
         add_servicers: Callable[[grpc.aio.Server, DomainRuntime], list[str]],
         tasks: Sequence[Callable[[DomainRuntime], Awaitable[None]]] = (),
         tables_app: faust.App | None = None,
+        expire: Sequence[Callable[[asyncpg.Pool, float], Awaitable[int]]] = (),
         **kwargs: Any,
     ) -> None:
         self._background = tasks
+        self._expire = (lambda pool, ttl_s: prune_ledger(pool, domain, ttl_s), *expire)
         self.tables_app = tables_app
         self.app = app
         self.settings = settings
@@ -175,6 +179,7 @@ class DomainRuntime(Service):
         )
         self._publisher = Publisher(self._pool, self._producer, self.domain, self._sweeper)
         self.add_future(self._sweeper.run())
+        self.add_future(self._prune_expired())
         for task in self._background:
             self.add_future(task(self))
         self.grpc = create_server(
@@ -217,6 +222,22 @@ class DomainRuntime(Service):
                 serving = ok
                 log.warning("postgres %s", "answers again" if ok else "does not answer")
                 await server.set_serving(ok)
+
+    async def _prune_expired(self) -> None:
+        """Forget, now and then, the command ledger's rows and the keys older than the
+        Idempotency-Key's time to live (`expire`: the domain's own)."""
+        while True:
+            await asyncio.sleep(self.settings.idempotency_prune_every_s)
+            ttl_s = self.settings.idempotency_key_ttl_s
+            for expire in self._expire:
+                try:
+                    pruned = await expire(self.pool, ttl_s)
+                except Exception as e:
+                    if not is_transient(e):
+                        log.exception("pruning expired keys of %s failed", self.domain)
+                    continue
+                if pruned:
+                    log.info("%s: %d expired idempotency records pruned", self.domain, pruned)
 
     async def on_stop(self) -> None:
         if self.grpc is not None:

@@ -12,7 +12,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agents.common.agent import Inbound
 from agents.common.errors import Conflict, Invalid, NotFound
-from agents.common.ledger import handle_once
+from agents.common.ledger import fingerprint, handle_once
 from agents.common.relay import Effects
 from agents.payments.providers import PaymentProvider, SessionRequest
 from agents.payments.repository import PaymentRow, PaymentsUnitOfWork, create_many
@@ -115,7 +115,7 @@ async def initiate(
             session = await u.payments.add_session(payment, provider.name, created, cmd.return_path)
         return Reply.success({"session": session.to_json()})
 
-    return await handle_once(uow, cmd.command_id, apply)
+    return await handle_once(uow, cmd.command_id, apply, fingerprint(cmd))
 
 
 def report_decoder(
@@ -161,7 +161,7 @@ async def pay(cmd: PayPayment, uow: PaymentsUnitOfWork) -> Reply:
             }
         )
 
-    return await handle_once(uow, cmd.command_id, apply)
+    return await handle_once(uow, cmd.command_id, apply, fingerprint(cmd))
 
 
 async def provider_outcome(event: ProviderPaymentOutcome, uow: PaymentsUnitOfWork) -> Reply:
