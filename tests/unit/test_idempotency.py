@@ -14,6 +14,7 @@ from pydantic import TypeAdapter
 
 from agents.common.errors import Invalid
 from agents.common.ledger import KEY_REUSED, fingerprint, handle_once
+from agents.common.settings import Settings, SettingsError
 from agents.products.handlers import handle_command
 from gateway.app import create_app
 from gateway.auth import mint_token
@@ -208,3 +209,12 @@ async def test_a_recorded_refusal_replays_to_the_same_request_only() -> None:
     reused = await handle_command(update(key, 8, 1), uow)
     assert reused.error is not None
     assert reused.error.type is ErrorType.INVALID
+
+
+def test_keys_live_a_day_unless_set() -> None:
+    assert Settings.from_env({}).idempotency_key_ttl_s == 86400
+    env = {"IDEMPOTENCY_KEY_TTL_S": "172800", "IDEMPOTENCY_PRUNE_EVERY_S": "60"}
+    settings = Settings.from_env(env)
+    assert (settings.idempotency_key_ttl_s, settings.idempotency_prune_every_s) == (172800, 60)
+    with pytest.raises(SettingsError):
+        Settings.from_env({"IDEMPOTENCY_KEY_TTL_S": "0"})
