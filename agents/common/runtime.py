@@ -108,6 +108,28 @@ async def _connect_pool(dsn: str, max_size: int, timeout: float = 60.0) -> async
             delay = min(delay * 2, 2.0)
 
 
+Expire = Callable[[asyncpg.Pool, float], Awaitable[int]]
+
+
+async def prune_every(
+    pool: asyncpg.Pool, domain: str, jobs: Sequence[Expire], *, every_s: float, ttl_s: float
+) -> None:
+    """Forget, every `every_s`, what is older than the Idempotency-Key's time to live: each job
+    prunes one table (the command ledger, and the domain's own keys). A job that fails is tried
+    again at the next turn."""
+    while True:
+        await asyncio.sleep(every_s)
+        for job in jobs:
+            try:
+                pruned = await job(pool, ttl_s)
+            except Exception as e:
+                if not is_transient(e):
+                    log.exception("pruning expired keys of %s failed", domain)
+                continue
+            if pruned:
+                log.info("%s: %d expired idempotency records pruned", domain, pruned)
+
+
 class DomainRuntime(Service):
     """Postgres pool, Kafka producer, outbox relay and gRPC server of one domain process.
 
@@ -124,11 +146,14 @@ class DomainRuntime(Service):
         add_servicers: Callable[[grpc.aio.Server, DomainRuntime], list[str]],
         tasks: Sequence[Callable[[DomainRuntime], Awaitable[None]]] = (),
         tables_app: faust.App | None = None,
-        expire: Sequence[Callable[[asyncpg.Pool, float], Awaitable[int]]] = (),
+        expire: Sequence[Expire] = (),
         **kwargs: Any,
     ) -> None:
         self._background = tasks
-        self._expire = (lambda pool, ttl_s: prune_ledger(pool, domain, ttl_s), *expire)
+        self._expire: tuple[Expire, ...] = (
+            lambda pool, ttl_s: prune_ledger(pool, domain, ttl_s),
+            *expire,
+        )
         self.tables_app = tables_app
         self.app = app
         self.settings = settings
@@ -224,20 +249,13 @@ class DomainRuntime(Service):
                 await server.set_serving(ok)
 
     async def _prune_expired(self) -> None:
-        """Forget, now and then, the command ledger's rows and the keys older than the
-        Idempotency-Key's time to live (`expire`: the domain's own)."""
-        while True:
-            await asyncio.sleep(self.settings.idempotency_prune_every_s)
-            ttl_s = self.settings.idempotency_key_ttl_s
-            for expire in self._expire:
-                try:
-                    pruned = await expire(self.pool, ttl_s)
-                except Exception as e:
-                    if not is_transient(e):
-                        log.exception("pruning expired keys of %s failed", self.domain)
-                    continue
-                if pruned:
-                    log.info("%s: %d expired idempotency records pruned", self.domain, pruned)
+        await prune_every(
+            self.pool,
+            self.domain,
+            self._expire,
+            every_s=self.settings.idempotency_prune_every_s,
+            ttl_s=self.settings.idempotency_key_ttl_s,
+        )
 
     async def on_stop(self) -> None:
         if self.grpc is not None:

@@ -3,17 +3,20 @@ compares (agents/common/ledger.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
+import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from pydantic import TypeAdapter
 
 from agents.common.errors import Invalid
 from agents.common.ledger import KEY_REUSED, fingerprint, handle_once
+from agents.common.runtime import prune_every
 from agents.common.settings import Settings, SettingsError
 from agents.products.handlers import handle_command
 from gateway.app import create_app
@@ -218,3 +221,33 @@ def test_keys_live_a_day_unless_set() -> None:
     assert (settings.idempotency_key_ttl_s, settings.idempotency_prune_every_s) == (172800, 60)
     with pytest.raises(SettingsError):
         Settings.from_env({"IDEMPOTENCY_KEY_TTL_S": "0"})
+
+
+async def test_the_worker_prunes_every_table_periodically_and_survives_a_failure() -> None:
+    pool = cast(asyncpg.Pool, object())
+    calls: list[tuple[str, float]] = []
+    twice = asyncio.Event()
+
+    async def ledger(p: asyncpg.Pool, ttl_s: float) -> int:
+        assert p is pool
+        calls.append(("ledger", ttl_s))
+        if len(calls) == 1:
+            raise OSError("postgres restarting")
+        return 3
+
+    async def keys(p: asyncpg.Pool, ttl_s: float) -> int:
+        calls.append(("keys", ttl_s))
+        if calls.count(("keys", ttl_s)) == 2:
+            twice.set()
+        return 0
+
+    task = asyncio.create_task(
+        prune_every(pool, "orders", [ledger, keys], every_s=0.001, ttl_s=86400)
+    )
+    try:
+        async with asyncio.timeout(5):
+            await twice.wait()
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert calls[:4] == [("ledger", 86400), ("keys", 86400)] * 2
