@@ -326,8 +326,9 @@ def _dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "x-dlq-replayed-from: <dlq topic>:<partition>:<offset>; acks=all, every send awaited, "
         "exit code 1 if any failed. The dead-letter topic is left as it is, so a replay can be "
         "repeated: that is safe, because the platform applies a command or an event once by its "
-        "id (the command ledger keeps every command and event id it handled), so a message "
-        "replayed twice does its work once. Fix the cause first, or the message comes back "
+        "id (the command ledger keeps every command and event id it handled for "
+        "IDEMPOTENCY_KEY_TTL_S, a day by default), so a message replayed twice within it does "
+        "its work once. Fix the cause first, or the message comes back "
         "to the dead-letter topic.",
     )
     replay.add_argument("topic", type=_dlq_topic, metavar="TOPIC.dlq")

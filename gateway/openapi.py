@@ -25,7 +25,12 @@ PROBLEM_JSON = "application/problem+json"
 IDEMPOTENCY_KEY: dict[str, Any] = {
     "name": "Idempotency-Key",
     "in": "header",
-    "description": "a retry with the same key is applied once (empty: no key)",
+    "description": (
+        "a retry with the same key and the same request (target and body) is applied once and "
+        "answers as the first did, through any alias of the route; the same key with another "
+        "target or body is a 422; a request refused as invalid (422) does not use its key up; "
+        "a key expires after IDEMPOTENCY_KEY_TTL_S (24 h). Empty: no key"
+    ),
     "schema": {"type": "string", "maxLength": 255},
 }
 

@@ -19,8 +19,10 @@ from mode import Service
 from mode.utils.objects import cached_property
 
 from agents.common.db import create_pool
+from agents.common.failures import is_transient
 from agents.common.grpc_server import GrpcServer, create_server
 from agents.common.kafka_auth import client_options, faust_credentials
+from agents.common.ledger import prune_ledger
 from agents.common.logs import formatter_for
 from agents.common.relay import OutboxSweeper, Publisher
 from agents.common.settings import KafkaTuning, Settings
@@ -106,6 +108,28 @@ async def _connect_pool(dsn: str, max_size: int, timeout: float = 60.0) -> async
             delay = min(delay * 2, 2.0)
 
 
+Expire = Callable[[asyncpg.Pool, float], Awaitable[int]]
+
+
+async def prune_every(
+    pool: asyncpg.Pool, domain: str, jobs: Sequence[Expire], *, every_s: float, ttl_s: float
+) -> None:
+    """Forget, every `every_s`, what is older than the Idempotency-Key's time to live: each job
+    prunes one table (the command ledger, and the domain's own keys). A job that fails is tried
+    again at the next turn."""
+    while True:
+        await asyncio.sleep(every_s)
+        for job in jobs:
+            try:
+                pruned = await job(pool, ttl_s)
+            except Exception as e:
+                if not is_transient(e):
+                    log.exception("pruning expired keys of %s failed", domain)
+                continue
+            if pruned:
+                log.info("%s: %d expired idempotency records pruned", domain, pruned)
+
+
 class DomainRuntime(Service):
     """Postgres pool, Kafka producer, outbox relay and gRPC server of one domain process.
 
@@ -122,9 +146,14 @@ class DomainRuntime(Service):
         add_servicers: Callable[[grpc.aio.Server, DomainRuntime], list[str]],
         tasks: Sequence[Callable[[DomainRuntime], Awaitable[None]]] = (),
         tables_app: faust.App | None = None,
+        expire: Sequence[Expire] = (),
         **kwargs: Any,
     ) -> None:
         self._background = tasks
+        self._expire: tuple[Expire, ...] = (
+            lambda pool, ttl_s: prune_ledger(pool, domain, ttl_s),
+            *expire,
+        )
         self.tables_app = tables_app
         self.app = app
         self.settings = settings
@@ -175,6 +204,7 @@ class DomainRuntime(Service):
         )
         self._publisher = Publisher(self._pool, self._producer, self.domain, self._sweeper)
         self.add_future(self._sweeper.run())
+        self.add_future(self._prune_expired())
         for task in self._background:
             self.add_future(task(self))
         self.grpc = create_server(
@@ -217,6 +247,15 @@ class DomainRuntime(Service):
                 serving = ok
                 log.warning("postgres %s", "answers again" if ok else "does not answer")
                 await server.set_serving(ok)
+
+    async def _prune_expired(self) -> None:
+        await prune_every(
+            self.pool,
+            self.domain,
+            self._expire,
+            every_s=self.settings.idempotency_prune_every_s,
+            ttl_s=self.settings.idempotency_key_ttl_s,
+        )
 
     async def on_stop(self) -> None:
         if self.grpc is not None:

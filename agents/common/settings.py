@@ -270,6 +270,9 @@ class Settings:
     max_body_bytes: int = 1024 * 1024
     page_size: int = 10
     payment_ttl_s: float = 900.0
+    # How long an Idempotency-Key (and the command ledger's record of a command) is kept.
+    idempotency_key_ttl_s: float = 86400.0
+    idempotency_prune_every_s: float = 600.0
     payments: PaymentSettings = field(default_factory=PaymentSettings)
     db_pool_max: int = 10
     state_dir: Path = Path(".shopstream")
@@ -347,6 +350,10 @@ class Settings:
             max_body_bytes=_int(e, "MAX_BODY_BYTES", d.max_body_bytes),
             page_size=_int(e, "PAGE_SIZE", d.page_size),
             payment_ttl_s=_float(e, "PAYMENT_TTL_S", d.payment_ttl_s),
+            idempotency_key_ttl_s=_float(e, "IDEMPOTENCY_KEY_TTL_S", d.idempotency_key_ttl_s),
+            idempotency_prune_every_s=_float(
+                e, "IDEMPOTENCY_PRUNE_EVERY_S", d.idempotency_prune_every_s
+            ),
             payments=_payment_settings(e, gateway_port),
             db_pool_max=_int(e, "DB_POOL_MAX", d.db_pool_max),
             state_dir=Path(_str(e, "SHOPSTREAM_STATE_DIR", str(d.state_dir))),
@@ -366,6 +373,8 @@ class Settings:
             raise SettingsError("JWT_SECRET must be at least 32 characters")
         if settings.internal_secret and len(settings.internal_secret) < 32:
             raise SettingsError("INTERNAL_SECRET must be at least 32 characters")
+        if settings.idempotency_key_ttl_s <= 0 or settings.idempotency_prune_every_s <= 0:
+            raise SettingsError("IDEMPOTENCY_KEY_TTL_S and IDEMPOTENCY_PRUNE_EVERY_S must be > 0")
         if settings.log_format not in ("json", "text"):
             raise SettingsError("LOG_FORMAT must be json or text")
         if settings.mailer not in MAILERS:

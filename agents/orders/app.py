@@ -14,7 +14,7 @@ from agents.common.failures import is_transient
 from agents.common.relay import Effects
 from agents.common.runtime import DomainRuntime, create_faust_app
 from agents.common.settings import Settings
-from agents.orders import DOMAIN, handlers
+from agents.orders import DOMAIN, handlers, repository
 from agents.orders.servicer import OrderServicer
 from protos import orders_pb2, orders_pb2_grpc
 from topics import ORDERS_COMMANDS, PAYMENTS_EVENTS, PRODUCTS_EVENTS
@@ -61,7 +61,9 @@ def bootstrap(settings: Settings) -> tuple[faust.App, DomainRuntime]:
                 log.warning("%d orders still pending: re-driven or given up", touched)
                 await runtime.publisher.publish(fx)
 
-    runtime = DomainRuntime(app, settings, DOMAIN, add_servicers, tasks=[sweep])
+    runtime = DomainRuntime(
+        app, settings, DOMAIN, add_servicers, tasks=[sweep], expire=[repository.forget_keys]
+    )
     batch_agent(
         app,
         runtime,

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from agents.common.agent import Inbound, RequestMeta
-from agents.common.ledger import handle_once
+from agents.common.ledger import KEY_REUSED, handle_once
 from agents.common.relay import Effects
 from agents.orders import repository as sql
 from agents.orders.repository import OrderRow, OrdersUnitOfWork
@@ -46,10 +46,10 @@ def _duplicate(cmd: PlaceOrder, meta: RequestMeta, existing: OrderRow) -> Reply 
     """The answer to a PlaceOrder whose command id has an order already; None: it comes later.
 
     The same body again answers as the first did (now, if the order is decided; later, if this
-    is the same request redelivered); another body is refused; a second request while the
-    first is undecided is a conflict."""
+    is the same request redelivered); another body is refused (422, as the IETF draft says);
+    a second request while the first is undecided is a conflict."""
     if existing.request_hash != cmd.request_hash:
-        return Reply.failure(ErrorType.CONFLICT, "this Idempotency-Key was used for another order")
+        return Reply.failure(ErrorType.INVALID, KEY_REUSED)
     if existing.status in DECIDED:
         return order_reply(existing)
     if meta.correlation_id and existing.correlation_id == meta.correlation_id:

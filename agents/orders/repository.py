@@ -55,7 +55,8 @@ class OrderRow:
     status: str
     total_price: Decimal | None
     reason: str | None
-    command_id: uuid.UUID
+    # None once the PlaceOrder's Idempotency-Key has expired (`forget_keys`).
+    command_id: uuid.UUID | None
     request_hash: str
     reply_to: str | None
     correlation_id: str | None
@@ -210,6 +211,15 @@ ORDER BY created_at LIMIT 500 FOR UPDATE SKIP LOCKED
 """
 SET_REDRIVEN = "UPDATE orders SET redriven_at = now() WHERE id = ANY($1::bigint[])"
 LINES = "SELECT product_id, quantity FROM order_items WHERE order_id = $1 ORDER BY id"
+FORGET_KEYS = """
+UPDATE orders SET command_id = NULL WHERE id IN (
+    SELECT id FROM orders
+    WHERE command_id IS NOT NULL AND status <> 'pending'
+      AND created_at < now() - make_interval(secs => $1)
+    ORDER BY created_at LIMIT $2
+)
+"""
+FORGET_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -245,7 +255,19 @@ async def orders_by_commands(
     conn: asyncpg.Connection, command_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, OrderRow]:
     orders = [_detailed(r) for r in await conn.fetch(BY_COMMANDS, command_ids)]
-    return {o.command_id: o for o in orders}
+    return {o.command_id: o for o in orders if o.command_id is not None}
+
+
+async def forget_keys(pool: asyncpg.Pool, ttl_s: float, batch: int = FORGET_BATCH) -> int:
+    """Forget the PlaceOrder ids of decided orders placed more than `ttl_s` ago, so that an
+    expired Idempotency-Key places a new order; return how many."""
+    forgotten = 0
+    while True:
+        status: str = await pool.execute(FORGET_KEYS, float(ttl_s), batch)
+        done = int(status.split()[-1])
+        forgotten += done
+        if done < batch:
+            return forgotten
 
 
 async def mark_rejected(conn: asyncpg.Connection, rejected: list[tuple[int, str]]) -> None:

@@ -12,7 +12,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agents.common.agent import Inbound
 from agents.common.errors import Conflict, Invalid, NotFound, Refused
-from agents.common.ledger import handle_once
+from agents.common.ledger import fingerprint, handle_once
 from agents.common.relay import Effects
 from agents.payments.providers import PaymentProvider, SessionRequest, new_reference
 from agents.payments.repository import NewReview, PaymentRow, PaymentsUnitOfWork, create_many
@@ -121,7 +121,7 @@ async def initiate(
             )
         return Reply.success({"session": session.to_json()})
 
-    return await handle_once(uow, cmd.command_id, apply)
+    return await handle_once(uow, cmd.command_id, apply, fingerprint(cmd))
 
 
 def report_decoder(
@@ -167,7 +167,7 @@ async def pay(cmd: PayPayment, uow: PaymentsUnitOfWork) -> Reply:
             }
         )
 
-    return await handle_once(uow, cmd.command_id, apply)
+    return await handle_once(uow, cmd.command_id, apply, fingerprint(cmd))
 
 
 async def _bound(event: ProviderPaymentOutcome, u: PaymentsUnitOfWork) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 
-from agents.common.ledger import handle_once
+from agents.common.ledger import fingerprint, handle_once
 from agents.products.errors import ProductNotFound
 from agents.products.repository import ProductsUnitOfWork
 from topics import PRODUCTS_EVENTS
@@ -54,8 +54,14 @@ async def handle_command(
     """Apply one catalogue command once; a redelivered command gets the first reply again."""
     match cmd:
         case CreateProduct():
-            return await handle_once(uow, cmd.command_id, lambda u: _create(cmd, u))
+            return await handle_once(
+                uow, cmd.command_id, lambda u: _create(cmd, u), fingerprint(cmd)
+            )
         case UpdateProduct():
-            return await handle_once(uow, cmd.command_id, lambda u: _update(cmd, u))
+            return await handle_once(
+                uow, cmd.command_id, lambda u: _update(cmd, u), fingerprint(cmd)
+            )
         case DeleteProduct():
-            return await handle_once(uow, cmd.command_id, lambda u: _delete(cmd, u))
+            return await handle_once(
+                uow, cmd.command_id, lambda u: _delete(cmd, u), fingerprint(cmd)
+            )

@@ -25,15 +25,21 @@ def grpc_options(request: web.Request) -> dict[str, Any]:
     }
 
 
-def command_id(request: web.Request) -> uuid.UUID:
-    """A new command id; with an Idempotency-Key, the same one for the same user, route and key."""
+def command_id(request: web.Request, operation: str) -> uuid.UUID:
+    """A new command id; with an Idempotency-Key, the same one for the same user, operation
+    and key.
+
+    `operation` names the command (`orders.place`), not the route: a retry through another
+    alias of it is the same command. The target and the body are not in the id: the worker
+    compares the command's fingerprint (agents/common/ledger.py) and refuses another request
+    under a used key."""
     key = request.headers.get("Idempotency-Key")
     if not key:
         return uuid.uuid4()
     if len(key) > 255:
         raise Problem(422, "Idempotency-Key is longer than 255 characters", code="invalid")
     user = request[IDENTITY].user_id
-    return uuid.uuid5(IDEMPOTENCY_NS, f"{user}:{request.method}:{request.path}:{key}")
+    return uuid.uuid5(IDEMPOTENCY_NS, f"{user}:{operation}:{key}")
 
 
 async def request_reply(request: web.Request, topic: str, key: str, command: BaseModel) -> Reply:

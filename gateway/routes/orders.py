@@ -216,7 +216,7 @@ async def _place(request: web.Request) -> Order | web.Response:
     """The placed order, or a 202 to poll when the outcome did not come in time."""
     user_id = _user_id(request)
     body = await read_body(request, OrderBody)
-    cid = command_id(request)
+    cid = command_id(request, "orders.place")
     cmd = PlaceOrder(
         command_id=cid, user_id=user_id, items=body.items, request_hash=_request_hash(body)
     )
@@ -330,7 +330,7 @@ async def order_by_request(request: web.Request) -> web.Response:
 async def pay(request: web.Request) -> web.Response:
     body = await read_body(request, PaymentBody)
     cmd = PayPayment(
-        command_id=command_id(request),
+        command_id=command_id(request, "payments.pay"),
         payment_id=body.payment_id,
         user_id=_user_id(request),
         money=body.money,
@@ -408,7 +408,7 @@ async def _open_session(request: web.Request, body: SessionBody) -> dict[str, An
     user_id = _user_id(request)
     payment = await order_payment(request, user_id, body.order_id)
     cmd = InitiatePayment(
-        command_id=command_id(request),
+        command_id=command_id(request, "payments.session"),
         payment_id=payment.id,
         user_id=user_id,
         provider=request.app[SETTINGS].payments.provider,

@@ -195,7 +195,7 @@ async def write(request: web.Request, key: str, command: ProductCommand) -> dict
 @require_role("admin")
 async def create_product(request: web.Request) -> web.Response:
     new = await read_body(request, NewProduct)
-    cid = new_command_id(request)
+    cid = new_command_id(request, "products.create")
     result = await write(request, str(cid), CreateProduct(command_id=cid, product=new))
     product = reply_product_json(result["product"])
     return json_response(
@@ -205,7 +205,7 @@ async def create_product(request: web.Request) -> web.Response:
 
 async def _update(request: web.Request, product_id: int) -> web.Response:
     changes = await read_body(request, ProductChanges)
-    cid = new_command_id(request)
+    cid = new_command_id(request, "products.update")
     result = await write(
         request,
         str(product_id),
@@ -215,7 +215,7 @@ async def _update(request: web.Request, product_id: int) -> web.Response:
 
 
 async def _delete(request: web.Request, product_id: int) -> web.Response:
-    cid = new_command_id(request)
+    cid = new_command_id(request, "products.delete")
     await write(request, str(product_id), DeleteProduct(command_id=cid, product_id=product_id))
     return json_response(Deleted(message="success", id=product_id))
 

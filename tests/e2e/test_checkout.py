@@ -282,7 +282,7 @@ async def test_idempotency_keys(
         http,
         "POST",
         f"{platform.url}/order/",
-        409,
+        422,
         headers=headers,
         json={"items": [{"product_id": product, "quantity": 2}]},
     )

@@ -10,20 +10,21 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
+from agents.common.ledger import Recorded
 from topics.envelope import Reply
 from topics.products import NewProduct, Product, ProductChanges
 
 
 class FakeLedger:
     def __init__(self) -> None:
-        self.replies: dict[UUID, Reply] = {}
+        self.replies: dict[UUID, Recorded] = {}
 
-    async def get(self, command_id: UUID) -> Reply | None:
+    async def get(self, command_id: UUID) -> Recorded | None:
         return self.replies.get(command_id)
 
-    async def put(self, command_id: UUID, reply: Reply) -> None:
+    async def put(self, command_id: UUID, reply: Reply, fingerprint: str) -> None:
         assert command_id not in self.replies, "a command recorded twice"
-        self.replies[command_id] = reply
+        self.replies[command_id] = Recorded(reply, fingerprint)
 
 
 class FakeOutbox:
