@@ -135,6 +135,7 @@ async def test_create_admin_promote_existing_sets_the_password_and_revokes_every
         address.upper(), "operator password", "Admin", promote_existing=True
     )
     assert (user.id, created) == (owner.id, False)
+    assert user.email_verified_at is not None, "the operator vouches for the address"
     for session in sessions:
         with pytest.raises(TokenRejected, match="revoked"):
             await service.refresh(session.refresh.token)
