@@ -187,7 +187,7 @@ async def reading() -> AsyncIterator[tuple[BusClient, FakeConsumer]]:
     bus = BusClient(SETTINGS)
     bus.restart_delay_s = 0.0
     consumer = FakeConsumer()
-    bus._consumer = consumer  # type: ignore[assignment]
+    bus._consumer = consumer
     bus._reader = asyncio.create_task(bus._read_replies())
     yield bus, consumer
     bus._reader.cancel()
@@ -241,8 +241,12 @@ async def test_healthz_fails_when_the_reply_reader_is_dead() -> None:
     async with TestClient(TestServer(app)) as c:
         body = await problem(await c.get("/healthz"), 503)
         assert "reply reader" in body["detail"]
+
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
     alive = BusClient(SETTINGS)
-    alive._reader = asyncio.create_task(asyncio.Event().wait())
+    alive._reader = asyncio.create_task(forever())
     app = create_app(SETTINGS, bus=alive, grpc=IdGrpc(SETTINGS.grpc))
     try:
         async with TestClient(TestServer(app)) as c:
