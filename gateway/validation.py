@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -44,10 +45,17 @@ def deeper_than(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
 
 def loads(raw: bytes | str, limit: int = MAX_JSON_DEPTH) -> Any:
     """json.loads for text from outside: TooDeep past `limit` levels, else ValueError if invalid."""
-    data = raw.encode() if isinstance(raw, str) else raw
+    if isinstance(raw, bytes) and not json.detect_encoding(raw).startswith("utf-8"):
+        # In UTF-16 or UTF-32 a character's bytes may look like a quote and hide brackets.
+        raw = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     if deeper_than(data, limit):
         raise TooDeep(f"JSON nested deeper than {limit} levels")
-    return json.loads(data)
+    try:
+        return json.loads(data)
+    except RecursionError:
+        # The count above is exact for UTF-8; this is a second guard.
+        raise TooDeep(f"JSON nested deeper than {limit} levels") from None
 
 
 def parse_id(raw: str) -> int | None:
@@ -56,6 +64,16 @@ def parse_id(raw: str) -> int | None:
         return None
     value = int(raw)
     return value if 1 <= value <= MAX_ID else None
+
+
+def parse_uuid(raw: str) -> uuid.UUID | None:
+    """A UUID from a path: ASCII only (uuid.UUID takes any Unicode digit for a hex one), or None."""
+    if not raw.isascii():
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        return None
 
 
 def _ascii_digits(value: object) -> object:

@@ -49,7 +49,7 @@ from gateway.schemas import (
     seed_order_status,
     seed_payment_status,
 )
-from gateway.validation import ASCII_DIGITS, parse_id, read_body, read_query
+from gateway.validation import ASCII_DIGITS, parse_id, parse_uuid, read_body, read_query
 from protos import orders_pb2, payments_pb2
 from topics import ORDERS_COMMANDS, PAYMENTS_COMMANDS
 from topics.orders import PlaceOrder
@@ -311,10 +311,12 @@ async def seed_get_order(request: web.Request) -> web.Response:
 
 @require_role("user", "admin")
 async def order_by_request(request: web.Request) -> web.Response:
+    raw = request.match_info["command_id"]
+    requested = parse_uuid(raw)
+    if requested is None:
+        raise Problem(404, f"no order request {raw}", code="not_found")
     reply = await request.app[GRPC].orders.GetOrderByRequest(
-        orders_pb2.GetOrderByRequestRequest(
-            user_id=_user_id(request), command_id=request.match_info["command_id"]
-        ),
+        orders_pb2.GetOrderByRequestRequest(user_id=_user_id(request), command_id=str(requested)),
         **grpc_options(request),
     )
     return json_response(order_json(reply))

@@ -63,6 +63,13 @@ def test_depth_is_measured_outside_strings() -> None:
     assert loads(_nested(MAX_JSON_DEPTH)) is not None
     with pytest.raises(ValueError, match="deeper than 400"):
         loads(b"[" * 100_000 + b"]" * 100_000)
+    # In UTF-16 the high byte of U+2200 is a quote's: counting bytes would miss the brackets.
+    depth = MAX_JSON_DEPTH + 100  # deep enough to refuse, shallow enough for json.loads
+    hidden = '["\u2200", ' + "[" * depth + '"\u2200"' + "]" * (depth + 1)
+    for encoding in ("utf-16-le", "utf-16-be", "utf-32-le"):
+        with pytest.raises(ValueError, match="deeper than 400"):
+            loads(hidden.encode(encoding))
+    assert loads(json.dumps([[["\u2200"]]]).encode("utf-16")) == [[["\u2200"]]]
 
 
 @pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 100_000])
@@ -113,6 +120,7 @@ async def test_a_hostile_id_is_404_or_422_on_every_route(
         f"/payment/order/{segment}",
         f"/api/v1/orders/{segment}/payment",
         f"/api/v1/products/{segment}",
+        f"/api/v1/orders/requests/{segment}",
     ):
         resp = await client.get(path, headers=user)
         await problem(resp, 404)
