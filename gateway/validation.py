@@ -27,7 +27,7 @@ class TooDeep(ValueError):
 
 
 def deeper_than(raw: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
-    """Whether the brackets outside strings nest deeper than `limit` (or never close).
+    """Whether the brackets outside strings nest deeper than `limit`.
 
     json.loads recurses once per level and a RecursionError is no ValueError, so a document is
     measured before it is parsed.
