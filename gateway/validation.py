@@ -82,7 +82,8 @@ def _ascii_digits(value: object) -> object:
     return value
 
 
-# For integer query parameters: int() would take " 1", "+1", "1_000" and "١٢".
+# For integer query parameters: int() would take " 1", "+1", "1_000" and "١٢". Put it after the
+# Field: before it, the JSON schema would carry pydantic's `ge`/`le` instead of minimum/maximum.
 ASCII_DIGITS = BeforeValidator(_ascii_digits)
 
 

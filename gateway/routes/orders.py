@@ -81,7 +81,7 @@ class OffsetQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     offset: Annotated[
-        int, ASCII_DIGITS, Field(ge=0, le=10_000_000, description="orders to skip")
+        int, Field(ge=0, le=10_000_000, description="orders to skip"), ASCII_DIGITS
     ] = 0
 
 

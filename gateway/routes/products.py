@@ -36,7 +36,7 @@ from topics.products import (
 
 MAX_PAGE_SIZE = 100
 MAX_ID = 2**63 - 1
-Id = Annotated[int, ASCII_DIGITS, Field(ge=1, le=MAX_ID)]
+Id = Annotated[int, Field(ge=1, le=MAX_ID), ASCII_DIGITS]
 MAX_BEST_SELLERS = 100
 DEFAULT_BEST_SELLERS = 10
 
@@ -47,29 +47,29 @@ class _Query(BaseModel):
 
 class PageQuery(_Query):
     page: Annotated[
-        int, ASCII_DIGITS, Field(ge=0, le=1_000_000, description="pages count from 0")
+        int, Field(ge=0, le=1_000_000, description="pages count from 0"), ASCII_DIGITS
     ] = 0
     limit: (
-        Annotated[int, ASCII_DIGITS, Field(ge=1, le=MAX_PAGE_SIZE, description="page size")] | None
+        Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE, description="page size"), ASCII_DIGITS] | None
     ) = None
     after: (
         Annotated[
             int,
-            ASCII_DIGITS,
             Field(
                 ge=1,
                 le=MAX_ID,
                 description="keyset cursor: start after the product with this id; "
                 "pages count from it",
             ),
+            ASCII_DIGITS,
         ]
         | None
     ) = None
     id: (
         Annotated[
             int,
-            ASCII_DIGITS,
             Field(ge=1, le=MAX_ID, description="answer the one product with this id instead"),
+            ASCII_DIGITS,
         ]
         | None
     ) = None
@@ -78,16 +78,16 @@ class PageQuery(_Query):
 class SeedPageQuery(PageQuery):
     page: Annotated[
         int,
-        ASCII_DIGITS,
         Field(ge=0, le=1_000_000, description="pages count from 1; 0 or none is the first page"),
+        ASCII_DIGITS,
     ] = 1
 
 
 class BestSellersQuery(_Query):
     limit: Annotated[
         int,
-        ASCII_DIGITS,
         Field(ge=1, le=MAX_BEST_SELLERS, description="how many products to rank"),
+        ASCII_DIGITS,
     ] = DEFAULT_BEST_SELLERS
 
 

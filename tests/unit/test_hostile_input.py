@@ -107,6 +107,25 @@ def test_ids_are_ascii_digits_within_int64() -> None:
     assert parse_id(str(2**63)) is None
 
 
+async def test_ascii_only_parameters_keep_their_bounds_in_the_document(
+    client: TestClient[Any, Any],
+) -> None:
+    doc = await (await client.get("/openapi.json")).json()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            assert not {"ge", "le", "gt", "lt"} & node.keys(), node
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(doc)
+    (param,) = [p for p in doc["paths"]["/product/"]["put"]["parameters"] if p["name"] == "id"]
+    assert (param["schema"]["minimum"], param["schema"]["maximum"]) == (1, 2**63 - 1)
+
+
 @pytest.mark.parametrize("raw", HOSTILE_IDS)
 async def test_a_hostile_id_is_404_or_422_on_every_route(
     client: TestClient[Any, Any], raw: str
