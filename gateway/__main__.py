@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
-
-from aiohttp import web
 
 from agents.common.logs import setup_logging
 from agents.common.settings import Settings, SettingsError
 from gateway.app import create_app
-
-MAX_LINE_BYTES = 65536
+from gateway.server import serve
 
 
 def main() -> None:
@@ -20,16 +18,7 @@ def main() -> None:
     except SettingsError as e:
         sys.exit(f"gateway: {e}")
     setup_logging("gateway", settings.log_level, settings.log_format)
-    web.run_app(
-        create_app(settings),
-        host=settings.listen_host,
-        port=settings.gateway_port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=5,
-        # Room for the longest query an OAuth callback may carry, percent-encoded.
-        max_line_size=MAX_LINE_BYTES,
-    )
+    asyncio.run(serve(create_app(settings), settings.listen_host, settings.gateway_port))
 
 
 if __name__ == "__main__":

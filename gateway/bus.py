@@ -7,16 +7,17 @@ path); each pending request is a future keyed by its correlation id, with a dead
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from agents.common.kafka_auth import client_options
 from agents.common.settings import Settings
+from gateway.validation import loads
 from topics import gateway_replies, reply_topic
 from topics.admin import delete_topic, ensure_topics
 from topics.envelope import Headers, Reply
@@ -24,11 +25,31 @@ from topics.envelope import Headers, Reply
 log = logging.getLogger(__name__)
 
 
+def _parse_reply(raw: object) -> tuple[str, Reply]:
+    if not isinstance(raw, bytes):
+        raise TypeError(f"a reply is bytes, not {type(raw).__name__}")
+    envelope = loads(raw)
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("correlation_id"), str):
+        raise TypeError("a reply is an object with a correlation_id string")
+    return envelope["correlation_id"], Reply.model_validate(envelope["value"])
+
+
 class BusTimeout(Exception):
     """No reply came by the request's deadline."""
 
 
+@dataclass
+class ReplyStats:
+    """What the reply reader skipped: anyone who may produce to Kafka may write to its topic."""
+
+    unreadable: int = 0
+    unknown: int = 0
+    restarts: int = 0
+
+
 class BusClient:
+    restart_delay_s = 1.0
+
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.reply_topic = reply_topic(settings.gateway_instance)
@@ -37,6 +58,7 @@ class BusClient:
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
         self._tp = TopicPartition(self.reply_topic, 0)
+        self.stats = ReplyStats()
 
     async def start(self) -> None:
         bootstrap = self._settings.require_kafka()
@@ -94,9 +116,20 @@ class BusClient:
 
     @property
     def ready(self) -> bool:
+        """The reply reader runs; without it every request would time out."""
         return self._reader is not None and not self._reader.done()
 
     async def _read_replies(self) -> None:
+        """Read replies until cancelled; an unexpected failure restarts the loop."""
+        while True:
+            try:
+                await self._read_loop()
+            except Exception:
+                self.stats.restarts += 1
+                log.exception("the reply reader failed; restarting in %.1f s", self.restart_delay_s)
+                await asyncio.sleep(self.restart_delay_s)
+
+    async def _read_loop(self) -> None:
         assert self._consumer is not None
         backoff = 0.1
         while True:
@@ -112,17 +145,18 @@ class BusClient:
                 for message in messages:
                     self._resolve(message.value)
 
-    def _resolve(self, raw: bytes | None) -> None:
+    def _resolve(self, raw: object) -> None:
+        """Hand a reply to its waiting request; skip (log and count) anything else."""
         try:
-            envelope = json.loads(raw or b"")
-            correlation_id = envelope["correlation_id"]
-            reply = Reply.model_validate(envelope["value"])
-        except (ValueError, KeyError, TypeError) as e:
-            log.warning("unreadable reply on %s: %s", self.reply_topic, e)
+            correlation_id, reply = _parse_reply(raw)
+        except Exception as e:
+            self.stats.unreadable += 1
+            log.warning("unreadable reply on %s skipped: %.200s", self.reply_topic, e)
             return
         fut = self._pending.pop(correlation_id, None)
         if fut is None:
-            log.info("late or unknown reply %s", correlation_id)
+            self.stats.unknown += 1
+            log.info("late or unknown reply %.64s", correlation_id)
         elif not fut.done():
             fut.set_result(reply)
 

@@ -13,7 +13,7 @@ from agents.common.settings import EdgeSettings
 from gateway.identity import Identity
 from gateway.keys import IDENTITY, REQUEST_ID, SETTINGS
 from gateway.problems import Problem, problem_response
-from gateway.ratelimit import KeyedLimiter
+from gateway.ratelimit import KeyedLimiter, client_key, pod_share
 
 AUTH_PATHS = frozenset(
     {
@@ -49,6 +49,8 @@ class ClientAddress:
             ip = ipaddress.ip_address(address.strip())
         except ValueError:
             return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
         return any(ip in net for net in self._trusted)
 
     def of(self, request: web.Request) -> str:
@@ -70,10 +72,16 @@ class Limits:
 
     @classmethod
     def from_settings(cls, edge: EdgeSettings) -> Limits:
+        """Each limit is service-wide: this pod takes its share of it."""
+
+        def limiter(per_minute: int) -> KeyedLimiter:
+            share = pod_share(per_minute, edge.gateway_replicas)
+            return KeyedLimiter(share, edge.rate_limit_max_keys)
+
         return cls(
-            user=KeyedLimiter(edge.user_rate_per_min, edge.rate_limit_max_keys),
-            anonymous=KeyedLimiter(edge.ip_rate_per_min, edge.rate_limit_max_keys),
-            auth=KeyedLimiter(edge.auth_rate_per_min, edge.rate_limit_max_keys),
+            user=limiter(edge.user_rate_per_min),
+            anonymous=limiter(edge.ip_rate_per_min),
+            auth=limiter(edge.auth_rate_per_min),
         )
 
 
@@ -100,7 +108,7 @@ async def rate_limit_middleware(request: web.Request, handler: Handler) -> web.S
     if unlimited or request.method == "OPTIONS":
         return await handler(request)
     limits = request.app[LIMITS]
-    client = request.app[CLIENT_ADDRESS].of(request)
+    client = client_key(request.app[CLIENT_ADDRESS].of(request))
     identity = _identity(request)
     if identity is not None:
         request[IDENTITY] = identity

@@ -53,7 +53,7 @@ def problem_response(
     status: int,
     detail: str,
     *,
-    instance: str,
+    instance: str | None,
     request_id: str | None = None,
     code: str | None = None,
     errors: list[FieldError] | None = None,
@@ -65,9 +65,10 @@ def problem_response(
         "title": HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
-        "instance": instance,
         "error": detail,
     }
+    if instance is not None:
+        body["instance"] = instance
     if code:
         body["code"] = code
     if errors:

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections import OrderedDict
 
 from aiolimiter import AsyncLimiter
+
+
+def client_key(address: str) -> str:
+    """The bucket of a client address: an IPv6 client by its /64, which one subscriber usually
+    holds whole (RFC 6177), an IPv4-mapped IPv6 address as the IPv4 address it is."""
+    try:
+        ip = ipaddress.ip_address(address.strip())
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(ip) >> 64 << 64, 64)))
+    return str(ip)
+
+
+def pod_share(per_minute: int, replicas: int) -> int:
+    """One pod's share of a service-wide budget, when `replicas` pods each count alone."""
+    return max(1, per_minute // replicas)
 
 
 class KeyedLimiter:

@@ -218,6 +218,8 @@ class EdgeSettings:
     ip_rate_per_min: int = 300
     auth_rate_per_min: int = 20
     rate_limit_max_keys: int = 100_000
+    # Each pod counts alone, so each takes this share of every limit (GATEWAY_REPLICAS).
+    gateway_replicas: int = 1
 
 
 @dataclass(frozen=True)
@@ -559,6 +561,7 @@ def _edge_settings(e: Mapping[str, str], gateway_port: int) -> EdgeSettings:
         ip_rate_per_min=_int(e, "RATE_LIMIT_IP_PER_MIN", d.ip_rate_per_min),
         auth_rate_per_min=_int(e, "RATE_LIMIT_AUTH_PER_MIN", d.auth_rate_per_min),
         rate_limit_max_keys=_int(e, "RATE_LIMIT_MAX_KEYS", d.rate_limit_max_keys),
+        gateway_replicas=_int(e, "GATEWAY_REPLICAS", d.gateway_replicas),
     )
     for proxy in edge.trusted_proxies:
         try:
@@ -571,4 +574,6 @@ def _edge_settings(e: Mapping[str, str], gateway_port: int) -> EdgeSettings:
         raise SettingsError("rate limits must be at least 1 a minute")
     if edge.rate_limit_max_keys < 1:
         raise SettingsError("RATE_LIMIT_MAX_KEYS must be at least 1")
+    if edge.gateway_replicas < 1:
+        raise SettingsError("GATEWAY_REPLICAS must be at least 1")
     return edge

@@ -26,7 +26,7 @@ from gateway.schemas import (
     TokenResponse,
     User,
 )
-from gateway.validation import read_body, read_query
+from gateway.validation import parse_id, read_body, read_query
 from protos import users_pb2
 from topics.products import NOT_BLANK
 
@@ -309,11 +309,11 @@ async def request_verification(request: web.Request) -> web.Response:
 
 @require_role("user", "admin")
 async def me(request: web.Request) -> web.Response:
-    user_id = request[IDENTITY].user_id
-    if not user_id.isdigit():
+    user_id = parse_id(request[IDENTITY].user_id)
+    if user_id is None:
         raise Problem(404, "this token is not an account's (a dev token?)", code="not_found")
     user = await request.app[GRPC].users.GetUserByID(
-        users_pb2.GetUserRequest(id=int(user_id)), **grpc_options(request)
+        users_pb2.GetUserRequest(id=user_id), **grpc_options(request)
     )
     return json_response(user_json(user))
 

@@ -15,6 +15,15 @@ from gateway.schemas import Health, Ready
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Alive while the reply reader runs: a gateway without it answers nothing but timeouts."""
+    if not request.app[BUS].ready:
+        return problem_response(
+            503,
+            "the reply reader is not running",
+            instance=request.path,
+            request_id=request.get(REQUEST_ID),
+            code="unavailable",
+        )
     return json_response(Health(status="ok"))
 
 
@@ -41,7 +50,14 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 OPERATIONS = (
-    Operation("GET", "/healthz", healthz, "Alive", {200: Response("alive", Health)}),
+    Operation(
+        "GET",
+        "/healthz",
+        healthz,
+        "Alive: the gateway reads its replies",
+        {200: Response("alive", Health)},
+        (503,),
+    ),
     Operation(
         "GET",
         "/readyz",

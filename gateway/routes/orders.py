@@ -51,7 +51,7 @@ from gateway.schemas import (
     seed_order_status,
     seed_payment_status,
 )
-from gateway.validation import read_body, read_query
+from gateway.validation import ASCII_DIGITS, parse_id, parse_uuid, read_body, read_query
 from protos import orders_pb2, payments_pb2
 from topics import ORDERS_COMMANDS, PAYMENTS_COMMANDS
 from topics.orders import PlaceOrder
@@ -82,7 +82,9 @@ class PaymentBody(BaseModel):
 class OffsetQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    offset: Annotated[int, Field(ge=0, le=10_000_000, description="orders to skip")] = 0
+    offset: Annotated[
+        int, Field(ge=0, le=10_000_000, description="orders to skip"), ASCII_DIGITS
+    ] = 0
 
 
 class ReviewQuery(BaseModel):
@@ -199,12 +201,12 @@ def seed_payment(p: payments_pb2.Payment) -> SeedPayment:
 
 
 def _user_id(request: web.Request) -> int:
-    user_id = request[IDENTITY].user_id
-    if not user_id.isdigit():
+    user_id = parse_id(request[IDENTITY].user_id)
+    if user_id is None:
         raise Problem(
             403, "orders need an account: log in (a dev token has no user)", code="forbidden"
         )
-    return int(user_id)
+    return user_id
 
 
 def _request_hash(body: OrderBody) -> str:
@@ -292,9 +294,10 @@ async def seed_list_orders(request: web.Request) -> web.Response:
 
 def _id(request: web.Request, name: str) -> int:
     raw = request.match_info[name]
-    if not raw.isdigit() or not 1 <= int(raw) < 2**63:
+    value = parse_id(raw)
+    if value is None:
         raise Problem(404, f"no such {name.removesuffix('_id')} {raw}", code="not_found")
-    return int(raw)
+    return value
 
 
 async def _order(request: web.Request) -> Order:
@@ -317,10 +320,12 @@ async def seed_get_order(request: web.Request) -> web.Response:
 
 @require_role("user", "admin")
 async def order_by_request(request: web.Request) -> web.Response:
+    raw = request.match_info["command_id"]
+    requested = parse_uuid(raw)
+    if requested is None:
+        raise Problem(404, f"no order request {raw}", code="not_found")
     reply = await request.app[GRPC].orders.GetOrderByRequest(
-        orders_pb2.GetOrderByRequestRequest(
-            user_id=_user_id(request), command_id=request.match_info["command_id"]
-        ),
+        orders_pb2.GetOrderByRequestRequest(user_id=_user_id(request), command_id=str(requested)),
         **grpc_options(request),
     )
     return json_response(order_json(reply))

@@ -22,7 +22,7 @@ from gateway.schemas import (
     Product,
     ProductPage,
 )
-from gateway.validation import read_body, read_query
+from gateway.validation import ASCII_DIGITS, parse_id, read_body, read_query
 from protos import products_pb2
 from topics import PRODUCTS_COMMANDS
 from topics.products import (
@@ -36,7 +36,7 @@ from topics.products import (
 
 MAX_PAGE_SIZE = 100
 MAX_ID = 2**63 - 1
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+Id = Annotated[int, Field(ge=1, le=MAX_ID), ASCII_DIGITS]
 MAX_BEST_SELLERS = 100
 DEFAULT_BEST_SELLERS = 10
 
@@ -46,8 +46,12 @@ class _Query(BaseModel):
 
 
 class PageQuery(_Query):
-    page: Annotated[int, Field(ge=0, le=1_000_000, description="pages count from 0")] = 0
-    limit: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE, description="page size")] | None = None
+    page: Annotated[
+        int, Field(ge=0, le=1_000_000, description="pages count from 0"), ASCII_DIGITS
+    ] = 0
+    limit: (
+        Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE, description="page size"), ASCII_DIGITS] | None
+    ) = None
     after: (
         Annotated[
             int,
@@ -57,6 +61,7 @@ class PageQuery(_Query):
                 description="keyset cursor: start after the product with this id; "
                 "pages count from it",
             ),
+            ASCII_DIGITS,
         ]
         | None
     ) = None
@@ -64,6 +69,7 @@ class PageQuery(_Query):
         Annotated[
             int,
             Field(ge=1, le=MAX_ID, description="answer the one product with this id instead"),
+            ASCII_DIGITS,
         ]
         | None
     ) = None
@@ -73,12 +79,15 @@ class SeedPageQuery(PageQuery):
     page: Annotated[
         int,
         Field(ge=0, le=1_000_000, description="pages count from 1; 0 or none is the first page"),
+        ASCII_DIGITS,
     ] = 1
 
 
 class BestSellersQuery(_Query):
     limit: Annotated[
-        int, Field(ge=1, le=MAX_BEST_SELLERS, description="how many products to rank")
+        int,
+        Field(ge=1, le=MAX_BEST_SELLERS, description="how many products to rank"),
+        ASCII_DIGITS,
     ] = DEFAULT_BEST_SELLERS
 
 
@@ -180,9 +189,10 @@ async def get_product(request: web.Request) -> web.Response:
 
 def _path_id(request: web.Request) -> int:
     raw = request.match_info["id"]
-    if not raw.isdigit() or not 1 <= int(raw) < 2**63:
+    product_id = parse_id(raw)
+    if product_id is None:
         raise Problem(404, f"no product {raw}", code="not_found")
-    return int(raw)
+    return product_id
 
 
 async def write(request: web.Request, key: str, command: ProductCommand) -> dict[str, Any]:

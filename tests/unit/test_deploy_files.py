@@ -25,7 +25,7 @@ import threading
 import tomllib
 from collections.abc import Iterator, Mapping
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -175,7 +175,11 @@ TUNING_ENV = OAUTH_ENDPOINT_ENV | {
 PAYMENTS_ENV = frozenset({"PAYMENT_PROVIDER", "PUBLIC_URL", "SANDBOX_PROVIDER_SECRET"})
 # Left to the app's defaults by docker-compose only (it is a single-machine development setup).
 COMPOSE_DEFAULT_ENV = (
-    AUTH_ENV | RATE_LIMIT_ENV | KAFKA_SASL_ENV | KAFKA_SSL_ENV | {"TRUSTED_PROXIES"}
+    AUTH_ENV
+    | RATE_LIMIT_ENV
+    | KAFKA_SASL_ENV
+    | KAFKA_SSL_ENV
+    | {"TRUSTED_PROXIES", "GATEWAY_REPLICAS"}
 )
 # What docker-compose gives each app service, exactly.
 COMPOSE_ENV = {
@@ -191,7 +195,7 @@ COMPOSE_SANDBOX_SECRET = "test-only-compose-sandbox-secret-0123456789"
 COMPOSE_CORS_ORIGINS = "http://localhost:3000,http://localhost:8080,http://127.0.0.1:8080"
 # What the chart always gives each Deployment (on top of optional ones, extraEnv and Python's own).
 CHART_ENV = {
-    "gateway": GATEWAY_ENV | RATE_LIMIT_ENV | PAYMENTS_ENV,
+    "gateway": GATEWAY_ENV | RATE_LIMIT_ENV | PAYMENTS_ENV | {"GATEWAY_REPLICAS"},
     "users": COMMON_ENV | AUTH_ENV,
     "products": COMMON_ENV,
     "orders": COMMON_ENV,
@@ -992,7 +996,8 @@ def test_edge_settings_go_to_the_gateway(minimal: list[Manifest], full: list[Man
         "RATE_LIMIT_AUTH_PER_MIN": "20",
     }
     app_default = Settings.from_env({"JWT_SECRET": "s" * 32, "GATEWAY_PORT": "8080"}).edge
-    assert Settings.from_env(gateway).edge == app_default
+    assert gateway["GATEWAY_REPLICAS"] == "2", "each pod takes its share of every limit"
+    assert Settings.from_env(gateway).edge == replace(app_default, gateway_replicas=2)
 
     values = load_values("full")
     gateway = env_of(full, "gateway")
@@ -1008,6 +1013,7 @@ def test_edge_settings_go_to_the_gateway(minimal: list[Manifest], full: list[Man
     assert edge.trusted_proxies == tuple(values["gateway"]["trustedProxies"])
     assert (edge.user_rate_per_min, edge.ip_rate_per_min, edge.auth_rate_per_min) == (1200, 240, 10)
     assert edge.rate_limit_max_keys == app_default.rate_limit_max_keys
+    assert edge.gateway_replicas == values["gateway"]["replicas"] == 3
 
 
 def ingress_host(host: str) -> dict[str, Any]:
