@@ -24,7 +24,7 @@ Money = Annotated[
 ]
 ProviderName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,31}$")]
 # A path on the platform's site ("/#/orders/7"), never another site ("//evil.example").
-ReturnPath = Annotated[str, Field(pattern=r"^/([^/\\\s]\S*)?$", max_length=500)]
+ReturnPath = Annotated[str, Field(pattern=r"^/([^/\\\s\u0000][^\s\u0000]*)?$", max_length=500)]
 
 
 class _Record(BaseModel):

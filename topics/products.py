@@ -18,18 +18,17 @@ from pydantic import (
 )
 
 from topics.amounts import amount_schema, from_json_number
+from topics.text import NO_NUL, NOT_BLANK
 
-# One character str.strip() keeps.
-NOT_BLANK = r"[^\s\u001c-\u001f\u0085]"
 Name = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
-    # Blank is empty once stripped: say so in the schema too (with what Python strips and
-    # JSON Schema's \s does not).
     Field(pattern=NOT_BLANK),
 ]
-Description = Annotated[str, StringConstraints(max_length=5000)]
-ImageUrl = Annotated[str, StringConstraints(strip_whitespace=True, max_length=2048)]
+Description = Annotated[str, StringConstraints(max_length=5000), Field(pattern=NO_NUL)]
+ImageUrl = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=2048), Field(pattern=NO_NUL)
+]
 PRICE_MAX = "9999999999.99"
 Price = Annotated[
     Decimal,

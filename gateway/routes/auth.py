@@ -28,7 +28,7 @@ from gateway.schemas import (
 )
 from gateway.validation import parse_id, read_body, read_query
 from protos import users_pb2
-from topics.products import NOT_BLANK
+from topics.text import NO_NUL, THREE_KEPT
 
 PROVIDERS = ("google", "facebook", "github")
 # What the users domain's Login puts in its trailing metadata when an email's failed logins are
@@ -42,7 +42,10 @@ OAUTH_COOKIE_MAX_AGE_S = 600
 Email = Annotated[
     str,
     StringConstraints(strip_whitespace=True, max_length=254),
-    Field(pattern=r"^\s*[^@\s]+@[^@\s]+\.[^@\s]+\s*$", description="an email address"),
+    Field(
+        pattern=r"^\s*[^@\s\u0000]+@[^@\s\u0000]+\.[^@\s\u0000]+\s*$",
+        description="an email address",
+    ),
 ]
 
 
@@ -54,15 +57,16 @@ class RegisterBody(_Body):
     full_name: Annotated[
         str,
         StringConstraints(strip_whitespace=True, min_length=3, max_length=100),
-        # At least 3 characters once stripped, from its first to its last non-blank one.
-        Field(pattern=f"{NOT_BLANK}[\\s\\S]+{NOT_BLANK}"),
+        Field(pattern=THREE_KEPT),
     ]
     email: Email
     password: Annotated[str, Field(min_length=6, max_length=100)]
 
 
 class LoginBody(_Body):
-    email: Annotated[str, StringConstraints(strip_whitespace=True, max_length=254)]
+    email: Annotated[
+        str, StringConstraints(strip_whitespace=True, max_length=254), Field(pattern=NO_NUL)
+    ]
     password: Annotated[str, Field(max_length=100)]
 
 
@@ -71,8 +75,8 @@ class RefreshBody(_Body):
 
 
 # Providers' codes are short (Facebook's, the longest, a few hundred characters); the state is ours.
-Code = Annotated[str, Field(min_length=1, max_length=2048)]
-State = Annotated[str, Field(min_length=1, max_length=256)]
+Code = Annotated[str, Field(min_length=1, max_length=2048, pattern=NO_NUL)]
+State = Annotated[str, Field(min_length=1, max_length=256, pattern=NO_NUL)]
 
 
 class StartQuery(_Body):

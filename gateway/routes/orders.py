@@ -56,6 +56,7 @@ from protos import orders_pb2, payments_pb2
 from topics import ORDERS_COMMANDS, PAYMENTS_COMMANDS
 from topics.orders import PlaceOrder
 from topics.payments import Id, InitiatePayment, Money, PayPayment, ReturnPath
+from topics.text import NO_NUL
 from topics.products import OrderLine
 
 PAGE = 10
@@ -97,19 +98,19 @@ class ReviewQuery(BaseModel):
 class _Customer(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    customer_name: Annotated[str, Field(max_length=200)] = ""
-    customer_email: Annotated[str, Field(max_length=254)] = ""
-    customer_phone: Annotated[str, Field(max_length=50)] = ""
-    payment_method: Annotated[str, Field(max_length=50)] = ""
-    payment_channel: Annotated[str, Field(max_length=50)] = ""
+    customer_name: Annotated[str, Field(max_length=200, pattern=NO_NUL)] = ""
+    customer_email: Annotated[str, Field(max_length=254, pattern=NO_NUL)] = ""
+    customer_phone: Annotated[str, Field(max_length=50, pattern=NO_NUL)] = ""
+    payment_method: Annotated[str, Field(max_length=50, pattern=NO_NUL)] = ""
+    payment_channel: Annotated[str, Field(max_length=50, pattern=NO_NUL)] = ""
 
 
 class InitiateBody(_Customer):
     """The seed's `POST /payment/initiate`; no amount: the payment's own is charged."""
 
     order_id: Id
-    customer_name: Annotated[str, Field(min_length=1, max_length=200)]
-    customer_email: Annotated[str, Field(min_length=3, max_length=254)]
+    customer_name: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_NUL)]
+    customer_email: Annotated[str, Field(min_length=3, max_length=254, pattern=NO_NUL)]
 
 
 class SessionBody(_Customer):

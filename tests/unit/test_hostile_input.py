@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -345,3 +346,55 @@ async def test_long_but_allowed_lines_are_served(gateway_port: int) -> None:
         gateway_port, _get("/healthz?q=" + "c" * 60_000, "X-Fine: " + "a" * 8000)
     )
     assert status == 200
+
+
+# Text a client sends may hold anything but NUL, which PostgreSQL's `text` refuses (a 500 once).
+OPAQUE_TEXT = {"password", "refresh_token", "token"}  # hashed or decoded, never stored as text
+
+
+def _text_fields(doc: dict[str, Any], schema: dict[str, Any], path: str) -> Any:
+    while "$ref" in schema:
+        schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+    for alternative in schema.get("anyOf", []) + schema.get("allOf", []):
+        yield from _text_fields(doc, alternative, path)
+    if schema.get("type") == "string" and "enum" not in schema and "format" not in schema:
+        yield path, schema.get("pattern")
+    for name, prop in schema.get("properties", {}).items():
+        yield from _text_fields(doc, prop, f"{path}.{name}")
+
+
+async def test_no_text_field_of_a_request_body_takes_nul(client: TestClient[Any, Any]) -> None:
+    doc = await (await client.get("/openapi.json")).json()
+    fields = [
+        (f"{method} {route}", path, pattern)
+        for route, operations in doc["paths"].items()
+        for method, op in operations.items()
+        if isinstance(op, dict) and "requestBody" in op
+        for content in op["requestBody"]["content"].values()
+        for path, pattern in _text_fields(doc, content["schema"], "body")
+        if path.rsplit(".", 1)[1] not in OPAQUE_TEXT
+    ]
+    assert len(fields) > 20
+    for operation, path, pattern in fields:
+        assert pattern, f"{operation} {path} has no pattern"
+        assert re.fullmatch(pattern, "a\x00b") is None, f"{operation} {path} takes NUL"
+
+
+async def test_a_nul_in_a_name_is_a_422_and_reaches_no_worker() -> None:
+    bus = FakeBus()
+    app = create_app(SETTINGS, bus=bus, grpc=IdGrpc(SETTINGS.grpc))
+    token = mint_token(SETTINGS, sub="7", role="admin")
+    async with TestClient(TestServer(app)) as c:
+        resp = await c.post(
+            "/api/v1/products",
+            json={"name": "Lamp\x00", "description": "", "price": 5, "stock": 1},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        body = await problem(resp, 422)
+        assert [e["path"] for e in body["errors"]] == ["name"]
+        resp = await c.post(
+            "/api/v1/auth/register",
+            json={"full_name": "Nul\x00 Person", "email": "n@x.io", "password": "secret123"},
+        )
+        await problem(resp, 422)
+    assert bus.sent == []
