@@ -56,8 +56,8 @@ from protos import orders_pb2, payments_pb2
 from topics import ORDERS_COMMANDS, PAYMENTS_COMMANDS
 from topics.orders import PlaceOrder
 from topics.payments import Id, InitiatePayment, Money, PayPayment, ReturnPath
-from topics.text import NO_NUL
 from topics.products import OrderLine
+from topics.text import NO_NUL
 
 PAGE = 10
 # The seed's storefront asks for offsets 0, 15, 30… and takes fewer than 15 as the last page.
