@@ -1,7 +1,8 @@
 """Request/reply over Kafka with plain aiokafka: one producer, one reply topic per instance.
 
 The reply topic is read by manual assignment (no consumer group, so no rebalance on the hot
-path); each pending request is a future keyed by its correlation id, with a deadline.
+path); each pending request is a future keyed by its correlation id, with a deadline. Every
+message sent is signed as the gateway's (agents/common/command_signing.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
+from agents.common.command_signing import CommandSigner
 from agents.common.kafka_auth import client_options
 from agents.common.settings import Settings
 from topics import gateway_replies, reply_topic
@@ -22,6 +24,9 @@ from topics.admin import delete_topic, ensure_topics
 from topics.envelope import Headers, Reply
 
 log = logging.getLogger(__name__)
+
+
+PRODUCER = "gateway"
 
 
 class BusTimeout(Exception):
@@ -37,6 +42,7 @@ class BusClient:
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
         self._tp = TopicPartition(self.reply_topic, 0)
+        self._signer = CommandSigner(settings.internal_secret, PRODUCER)
 
     async def start(self) -> None:
         bootstrap = self._settings.require_kafka()
@@ -141,11 +147,16 @@ class BusClient:
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = fut
         self._poll_replies()
-        all_headers = [
-            (Headers.REPLY_TO, self.reply_topic.encode()),
-            (Headers.CORRELATION_ID, correlation_id.encode()),
-            *headers,
-        ]
+        all_headers = self._signer.sign(
+            topic,
+            key.encode(),
+            value,
+            [
+                (Headers.REPLY_TO, self.reply_topic.encode()),
+                (Headers.CORRELATION_ID, correlation_id.encode()),
+                *headers,
+            ],
+        )
         deadline = asyncio.get_running_loop().time() + (timeout or self._settings.request_timeout_s)
         try:
             try:
@@ -174,7 +185,10 @@ class BusClient:
         try:
             async with asyncio.timeout(self._settings.request_timeout_s):
                 await self._producer.send_and_wait(
-                    topic, value, key=key.encode(), headers=list(headers)
+                    topic,
+                    value,
+                    key=key.encode(),
+                    headers=self._signer.sign(topic, key.encode(), value, headers),
                 )
         except TimeoutError:
             raise KafkaTimeoutError(f"{topic} did not take the message in time") from None

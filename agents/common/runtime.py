@@ -23,6 +23,7 @@ from agents.common.grpc_server import GrpcServer, create_server
 from agents.common.kafka_auth import client_options, faust_credentials
 from agents.common.logs import formatter_for
 from agents.common.relay import OutboxSweeper, Publisher
+from agents.common.service_tokens import ServiceAuth
 from agents.common.settings import KafkaTuning, Settings
 from agents.common.transport import Consumer, FlowControl
 
@@ -181,6 +182,7 @@ class DomainRuntime(Service):
             self.settings.listen_host,
             self.settings.grpc.port_of(self.domain),
             lambda server: self._add_servicers(server, self),
+            ServiceAuth(self.settings.internal_secret, self.domain),
         )
         await self.grpc.start()
         if self.app.agents:

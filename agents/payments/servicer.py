@@ -1,5 +1,6 @@
 """gRPC PaymentService: a user's payment by order id (another user's is NOT_FOUND), a
-provider session by its token, and the deadlines the worker holds."""
+provider session by its token, and the deadlines the worker holds. The user is the service
+token's (an admin's may name another), never the request's."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import grpc
 
 from agents.common.errors import NotFound
 from agents.common.rpc import rpc, timestamp
+from agents.common.service_tokens import acting_user
 from agents.payments.deadlines import Deadlines
 from agents.payments.repository import PaymentRow, SessionRow, payment_for_user, session_by_token
 from protos import payments_pb2, payments_pb2_grpc
@@ -51,7 +53,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):  # type: ignore
     async def GetPaymentByOrderId(
         self, request: payments_pb2.GetPaymentByOrderIdRequest, context: grpc.aio.ServicerContext
     ) -> payments_pb2.Payment:
-        found = await payment_for_user(self._pool, request.user_id, request.order_id)
+        found = await payment_for_user(self._pool, acting_user(request.user_id), request.order_id)
         if found is None:
             raise NotFound(f"no payment for order {request.order_id}")
         return payment_proto(*found)

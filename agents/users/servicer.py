@@ -1,13 +1,20 @@
-"""gRPC AuthService: the only way credentials and tokens reach the users domain."""
+"""gRPC AuthService: the only way credentials and tokens reach the users domain.
+
+Credentials come only from the gateway (its rate limits and validation are in front of
+them); a user's profile only to that user, an admin, or an internal service."""
 
 from __future__ import annotations
 
 import grpc
 
+from agents.common.errors import Forbidden
 from agents.common.rpc import rpc, timestamp
+from agents.common.service_tokens import caller, require_service
 from agents.users.repository import UserRow
 from agents.users.service import IdentityService, Tokens
 from protos import users_pb2, users_pb2_grpc
+
+EDGE = "gateway"
 
 
 def user_proto(u: UserRow) -> users_pb2.User:
@@ -41,6 +48,7 @@ class AuthServicer(users_pb2_grpc.AuthServiceServicer):  # type: ignore[misc]
     async def Register(
         self, request: users_pb2.RegisterRequest, context: grpc.aio.ServicerContext
     ) -> users_pb2.User:
+        require_service(EDGE)
         user = await self._service.register(request.full_name, request.email, request.password)
         return user_proto(user)
 
@@ -48,18 +56,21 @@ class AuthServicer(users_pb2_grpc.AuthServiceServicer):  # type: ignore[misc]
     async def Login(
         self, request: users_pb2.LoginRequest, context: grpc.aio.ServicerContext
     ) -> users_pb2.TokenResponse:
+        require_service(EDGE)
         return tokens_proto(await self._service.login(request.email, request.password))
 
     @rpc
     async def Refresh(
         self, request: users_pb2.RefreshRequest, context: grpc.aio.ServicerContext
     ) -> users_pb2.TokenResponse:
+        require_service(EDGE)
         return tokens_proto(await self._service.refresh(request.refresh_token))
 
     @rpc
     async def Logout(
         self, request: users_pb2.RefreshRequest, context: grpc.aio.ServicerContext
     ) -> users_pb2.Empty:
+        require_service(EDGE)
         await self._service.logout(request.refresh_token)
         return users_pb2.Empty()
 
@@ -67,18 +78,23 @@ class AuthServicer(users_pb2_grpc.AuthServiceServicer):  # type: ignore[misc]
     async def GetUserByID(
         self, request: users_pb2.GetUserRequest, context: grpc.aio.ServicerContext
     ) -> users_pb2.User:
+        who = caller()
+        if who.service == EDGE and not who.admin and who.user_id != request.id:
+            raise Forbidden("a user reads only their own account")
         return user_proto(await self._service.user(request.id))
 
     @rpc
     async def OAuthStart(
         self, request: users_pb2.OAuthStartRequest, context: grpc.aio.ServicerContext
     ) -> users_pb2.OAuthStartResponse:
+        require_service(EDGE)
         return users_pb2.OAuthStartResponse(url=await self._service.oauth_start(request.provider))
 
     @rpc
     async def OAuthCallback(
         self, request: users_pb2.OAuthCallbackRequest, context: grpc.aio.ServicerContext
     ) -> users_pb2.TokenResponse:
+        require_service(EDGE)
         issued = await self._service.oauth_callback(request.provider, request.code, request.state)
         return tokens_proto(issued)
 
@@ -86,4 +102,5 @@ class AuthServicer(users_pb2_grpc.AuthServiceServicer):  # type: ignore[misc]
     async def OAuthProviders(
         self, request: users_pb2.Empty, context: grpc.aio.ServicerContext
     ) -> users_pb2.OAuthProvidersResponse:
+        require_service(EDGE)
         return users_pb2.OAuthProvidersResponse(providers=self._service.oauth_providers())
