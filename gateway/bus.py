@@ -42,9 +42,10 @@ class BusClient:
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
         self._tp = TopicPartition(self.reply_topic, 0)
-        self._signer = CommandSigner(settings.internal_secret, PRODUCER)
+        self._signer: CommandSigner | None = None
 
     async def start(self) -> None:
+        self._signer = CommandSigner(self._settings.internal_secret, PRODUCER)
         bootstrap = self._settings.require_kafka()
         security = self._settings.kafka_security
         # Replicated as the catalogue's topics are, so that one broker's loss does not take this
@@ -143,6 +144,7 @@ class BusClient:
     ) -> Reply:
         """Send a request and wait for its reply; BusTimeout when none comes by the deadline."""
         assert self._producer is not None, "BusClient not started"
+        assert self._signer is not None
         correlation_id = uuid.uuid4().hex
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = fut
@@ -182,6 +184,7 @@ class BusClient:
     ) -> None:
         """Send a message that has no reply; return once the broker has it."""
         assert self._producer is not None, "BusClient not started"
+        assert self._signer is not None
         try:
             async with asyncio.timeout(self._settings.request_timeout_s):
                 await self._producer.send_and_wait(

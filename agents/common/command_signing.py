@@ -1,42 +1,28 @@
 """Signed commands: proof that the gateway or a named internal service made a command.
 
-A producer of a command topic adds three headers: `x-shopstream-producer` (its name),
-`x-shopstream-signed-at` (milliseconds since the epoch) and `x-shopstream-signature`, the
-lowercase hex HMAC-SHA256 of `signing_input()` under the producer's key, which is derived
-from INTERNAL_SECRET and the producer's name (`producer_key`), so that a partner given its own
-key cannot sign as the gateway. The agent checks it, in constant time, before it reads the
-command; what fails goes to the dead-letter topic with the reason and changes nothing."""
+The scheme is topics/command_signature.py's SCHEME (it is in the AsyncAPI document): three
+headers, an HMAC-SHA256 under a key derived from INTERNAL_SECRET and the producer's name, so
+that a partner given its own key cannot sign as the gateway. The agent checks it, in constant
+time, before it reads the command; what fails goes to the dead-letter topic with the reason
+and changes nothing."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import time
 from collections.abc import Mapping, Sequence
 
 from agents.common.internal_keys import MissingSecret, derive_key
+from topics.command_signature import PRODUCER_NAME, SIGNATURE_HEADERS, signing_input
 from topics.envelope import Headers
 
-VERSION = b"shopstream-command-v1"
-# The headers an agent reads besides the signature's own: each present one is signed, in
-# this order, so that none can be changed or added after signing.
-SIGNED_HEADERS = (
-    Headers.TYPE,
-    Headers.REPLY_TO,
-    Headers.CORRELATION_ID,
-    Headers.REQUEST_ID,
-    Headers.USER_ID,
-    Headers.ROLES,
-)
-PRODUCER_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}")
 # A command waits in its topic while its worker is down; older than this it is refused
 # (replayed from the dead-letter topic, `shopstream dlq replay` signs it afresh).
 MAX_AGE_S = 3600.0
 # Clocks of two hosts may differ this much.
 MAX_SKEW_S = 60.0
 MAX_KEYS = 64
-SIGNATURE_HEADERS = frozenset({Headers.PRODUCER, Headers.SIGNED_AT, Headers.SIGNATURE})
 
 
 def producer_key(secret: str, producer: str) -> bytes:
@@ -44,29 +30,6 @@ def producer_key(secret: str, producer: str) -> bytes:
     if not PRODUCER_NAME.fullmatch(producer):
         raise ValueError(f"not a producer name: {producer!r}")
     return derive_key(secret, f"command/{producer}")
-
-
-def _part(data: bytes) -> bytes:
-    return b"%d:%s," % (len(data), data)
-
-
-def signing_input(
-    topic: str,
-    key: bytes | None,
-    value: bytes | None,
-    headers: Mapping[str, bytes],
-    producer: str,
-    signed_at: str,
-) -> bytes:
-    """Netstrings (`<length>:<bytes>,`) of the version, topic, key, producer, signed-at, each
-    present signed header's name and value (SIGNED_HEADERS' order), then the value."""
-    parts = [VERSION, topic.encode(), key or b"", producer.encode(), signed_at.encode()]
-    for name in SIGNED_HEADERS:
-        found = headers.get(name)
-        if found is not None:
-            parts += [name.encode(), found]
-    parts.append(value or b"")
-    return b"".join(map(_part, parts))
 
 
 def signature(

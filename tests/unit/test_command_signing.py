@@ -3,6 +3,8 @@ and the agent dead-letters what is unsigned, forged or stale before it reads it.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -11,6 +13,7 @@ import pytest
 
 from agents.common.agent import BatchAgent, Route, _Item
 from agents.common.command_signing import CommandSigner, CommandVerifier, producer_key
+from agents.common.dlq import DeadLetter, replay_headers, resigner
 from agents.common.settings import Settings
 from tests.trust import TEST_INTERNAL_SECRET
 from topics import ORDERS_COMMANDS, PAYMENTS_PROVIDER_EVENTS, PRODUCTS_COMMANDS, Topic
@@ -54,7 +57,8 @@ def test_a_signed_command_passes() -> None:
 
 def test_an_unsigned_command_is_refused() -> None:
     reason = _refusal(dict(HEADERS))
-    assert reason is not None and reason.startswith("unsigned:")
+    assert reason is not None
+    assert reason.startswith("unsigned:")
 
 
 @pytest.mark.parametrize("missing", [Headers.PRODUCER, Headers.SIGNED_AT, Headers.SIGNATURE])
@@ -62,7 +66,8 @@ def test_a_command_without_one_signature_header_is_refused(missing: str) -> None
     headers = _signed()
     del headers[missing]
     reason = _refusal(headers)
-    assert reason is not None and reason.startswith("unsigned:")
+    assert reason is not None
+    assert reason.startswith("unsigned:")
 
 
 @pytest.mark.parametrize(
@@ -72,10 +77,7 @@ def test_a_command_without_one_signature_header_is_refused(missing: str) -> None
         pytest.param(lambda h: {**h, "key": b"8"}, id="key"),
         pytest.param(lambda h: {**h, "key": None}, id="key dropped"),
         pytest.param(lambda h: {**h, "topic": ORDERS_COMMANDS.name}, id="topic"),
-        *(
-            pytest.param(lambda h, n=name: {**h, n: h[n] + b"x"}, id=name)
-            for name, _ in HEADERS
-        ),
+        *(pytest.param(lambda h, n=name: {**h, n: h[n] + b"x"}, id=name) for name, _ in HEADERS),
         *(
             pytest.param(lambda h, n=name: {k: v for k, v in h.items() if k != n}, id=f"no {name}")
             for name, _ in HEADERS
@@ -96,7 +98,8 @@ def test_each_part_is_signed(tamper: Any) -> None:
         changed[Headers.SIGNATURE] = message[Headers.SIGNATURE][:-1] + b"1"
     topic, key, value = changed.pop("topic"), changed.pop("key"), changed.pop("value")
     reason = _refusal(changed, topic, key, value)
-    assert reason is not None and reason.startswith("forged:"), reason
+    assert reason is not None
+    assert reason.startswith("forged:"), reason
 
 
 def test_an_added_identity_header_breaks_the_signature() -> None:
@@ -104,17 +107,20 @@ def test_an_added_identity_header_breaks_the_signature() -> None:
     headers = dict(signer.sign(TOPIC, KEY, VALUE, [], now=NOW))
     assert _refusal(headers) is None
     reason = _refusal({**headers, Headers.USER_ID: b"1"})
-    assert reason is not None and reason.startswith("forged:")
+    assert reason is not None
+    assert reason.startswith("forged:")
 
 
 def test_another_secret_or_another_producer_key_is_forged() -> None:
     reason = _refusal(_signed(secret="another-secret-" + "q" * 40))
-    assert reason is not None and reason.startswith("forged:")
+    assert reason is not None
+    assert reason.startswith("forged:")
     # A partner's key signs as the partner only: its signature does not pass as the gateway's.
     partner = _signed("partner-feed")
     assert _refusal(partner) is None
     reason = _refusal({**partner, Headers.PRODUCER: b"gateway"})
-    assert reason is not None and reason.startswith("forged:")
+    assert reason is not None
+    assert reason.startswith("forged:")
     assert producer_key(TEST_INTERNAL_SECRET, "gateway") != producer_key(
         TEST_INTERNAL_SECRET, "partner-feed"
     )
@@ -123,21 +129,25 @@ def test_another_secret_or_another_producer_key_is_forged() -> None:
 @pytest.mark.parametrize("producer", [b"", b"Gateway", b"../x", b"\xff", b"a" * 100])
 def test_a_bad_producer_name_is_forged(producer: bytes) -> None:
     reason = _refusal({**_signed(), Headers.PRODUCER: producer})
-    assert reason is not None and reason.startswith("forged:")
+    assert reason is not None
+    assert reason.startswith("forged:")
 
 
 def test_a_bad_signed_at_is_forged() -> None:
     reason = _refusal({**_signed(), Headers.SIGNED_AT: b"-5"})
-    assert reason is not None and reason.startswith("forged:")
+    assert reason is not None
+    assert reason.startswith("forged:")
 
 
 def test_an_old_or_future_signature_is_stale() -> None:
     headers = _signed()
     assert _refusal(headers, now=NOW + 3500) is None
     old = _refusal(headers, now=NOW + 3700)
-    assert old is not None and old.startswith("stale:")
+    assert old is not None
+    assert old.startswith("stale:")
     future = _refusal(headers, now=NOW - 120)
-    assert future is not None and future.startswith("stale:")
+    assert future is not None
+    assert future.startswith("stale:")
     verifier = CommandVerifier(TEST_INTERNAL_SECRET)
     assert verifier.refusal(TOPIC, KEY, VALUE, headers, check_age=False, now=NOW + 10**6) is None
 
@@ -146,7 +156,8 @@ def test_without_the_secret_nothing_is_signed_and_nothing_passes() -> None:
     with pytest.raises(RuntimeError):
         CommandSigner("", "gateway")
     reason = CommandVerifier("").refusal(TOPIC, KEY, VALUE, _signed(), now=NOW)
-    assert reason is not None and reason.startswith("unverifiable:")
+    assert reason is not None
+    assert reason.startswith("unverifiable:")
 
 
 def test_signing_again_replaces_an_earlier_signature() -> None:
@@ -264,5 +275,50 @@ async def test_a_topic_that_is_not_signed_is_not_checked() -> None:
 
 
 def test_the_command_topics_are_signed_and_the_partner_topic_is_not() -> None:
-    assert PRODUCTS_COMMANDS.signed and ORDERS_COMMANDS.signed
+    assert PRODUCTS_COMMANDS.signed
+    assert ORDERS_COMMANDS.signed
     assert not PAYMENTS_PROVIDER_EVENTS.signed
+
+
+def test_the_documented_scheme_computes_the_signature() -> None:
+    """What the AsyncAPI document tells a partner, written out by hand."""
+    key = hmac.new(
+        TEST_INTERNAL_SECRET.encode(), b"shopstream/command/partner-feed", hashlib.sha256
+    ).digest()
+    assert key == producer_key(TEST_INTERNAL_SECRET, "partner-feed")
+    signed_at = str(round(NOW * 1000))
+    fields = [
+        b"shopstream-command-v1",
+        TOPIC.encode(),
+        KEY,
+        b"partner-feed",
+        signed_at.encode(),
+        b"x-type",
+        b"UpdateProduct",
+        VALUE,
+    ]
+    data = b"".join(b"%d:%s," % (len(f), f) for f in fields)
+    expected = hmac.new(key, data, hashlib.sha256).hexdigest()
+    headers = dict(
+        CommandSigner(TEST_INTERNAL_SECRET, "partner-feed").sign(
+            TOPIC, KEY, VALUE, [(Headers.TYPE, b"UpdateProduct")], now=NOW
+        )
+    )
+    assert headers[Headers.SIGNATURE] == expected.encode()
+
+
+def test_a_replay_signs_a_genuine_command_afresh_and_a_forged_one_not() -> None:
+    def dead(headers: dict[str, bytes]) -> DeadLetter:
+        extra = ((Headers.DLQ_REASON, b"stale: ..."), (Headers.DLQ_TOPIC, TOPIC.encode()))
+        return DeadLetter(TOPIC + ".dlq", 0, 3, 0, KEY, VALUE, (*headers.items(), *extra))
+
+    resign = resigner(TEST_INTERNAL_SECRET)
+    genuine = replay_headers(dead(_signed("partner-feed")), resign, TOPIC)
+    assert _refusal(dict(genuine), now=time.time()) is None
+    assert dict(genuine)[Headers.PRODUCER] == b"partner-feed"
+    # Replayed, its reply headers are dropped; the new signature covers what is sent.
+    assert Headers.REPLY_TO not in dict(genuine)
+    forged = replay_headers(dead({**_signed(), Headers.USER_ID: b"2"}), resign, TOPIC)
+    reason = _refusal(dict(forged), now=time.time())
+    assert reason is not None
+    assert reason.startswith("forged:")
