@@ -7,9 +7,9 @@ import contextlib
 import itertools
 import math
 import os
-import secrets
 import platform as host
 import re
+import secrets
 import shutil
 import signal
 import statistics
