@@ -97,6 +97,11 @@ class ServiceTokens:
 
 
 def verify(secret: str, token: str, audience: str) -> Caller:
+    return _checked(secret, token, audience)[0]
+
+
+def _checked(secret: str, token: str, audience: str) -> tuple[Caller, float]:
+    """The caller and when the token expires."""
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
@@ -116,11 +121,12 @@ def verify(secret: str, token: str, audience: str) -> Caller:
     role = claims.get("role")
     if role is not None and not isinstance(role, str):
         raise InvalidServiceToken("role is not a string")
-    return Caller(
+    found = Caller(
         service=claims["iss"],
         user_id=int(sub) if isinstance(sub, str) and sub.isascii() and sub.isdigit() else None,
         role=role,
     )
+    return found, float(claims["exp"])
 
 
 def bearer(metadata: Sequence[tuple[str, str | bytes]] | None) -> str:
@@ -162,6 +168,18 @@ class ServiceAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, secret: str, audience: str) -> None:
         self._secret = secret
         self.audience = audience
+        # A caller reuses a token for many calls: once verified, it is known until it expires.
+        self._verified: dict[str, tuple[Caller, float]] = {}
+
+    def verify(self, token: str) -> Caller:
+        known = self._verified.get(token)
+        if known is not None and known[1] > time.time():
+            return known[0]
+        found, expires = _checked(self._secret, token, self.audience)
+        if len(self._verified) >= MAX_CACHED:
+            self._verified.clear()
+        self._verified[token] = (found, expires)
+        return found
 
     async def intercept_service(
         self,
@@ -171,7 +189,7 @@ class ServiceAuth(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if details.method.startswith(OPEN_METHODS):
             return await continuation(details)
         try:
-            found = verify(self._secret, bearer(details.invocation_metadata), self.audience)
+            found = self.verify(bearer(details.invocation_metadata))
         except InvalidServiceToken as e:
             return _refusal(await continuation(details), f"service token refused: {e}")
         # The handler runs in the interceptors' context (grpc.aio's contract).

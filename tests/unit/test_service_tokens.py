@@ -15,6 +15,7 @@ import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from agents.common import service_tokens
 from agents.common.grpc_server import GrpcServer, create_server
 from agents.common.internal_keys import derive_key
 from agents.common.service_tokens import (
@@ -242,3 +243,19 @@ async def test_a_user_reads_only_their_own_account(server: GrpcServer) -> None:
     async with service_channel(_addr(server), "orders", user_id=1, role="admin") as channel:
         stub = users_pb2_grpc.AuthServiceStub(channel)
         assert (await stub.GetUserByID(users_pb2.GetUserRequest(id=8), timeout=5)).id == 8
+
+
+def test_a_server_knows_a_verified_token_until_it_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    auth = ServiceAuth(SECRET, "orders")
+    token = ServiceTokens(SECRET, "gateway").token("orders", "7", "user")
+    assert auth.verify(token).user_id == 7
+
+    def checked_again(*_: Any) -> Any:
+        raise InvalidServiceToken("checked again")
+
+    monkeypatch.setattr(service_tokens, "_checked", checked_again)
+    assert auth.verify(token).user_id == 7
+    later = time.time() + 61
+    monkeypatch.setattr(time, "time", lambda: later)
+    with pytest.raises(InvalidServiceToken, match="checked again"):
+        auth.verify(token)
