@@ -255,3 +255,12 @@ def require_service(*services: str) -> Caller:
     if who.service not in services:
         raise Forbidden(f"only {' or '.join(services)} may call this")
     return who
+
+
+def require_admin() -> Caller:
+    """The caller, if it acts for an admin, or is an internal service other than the gateway
+    (an operator's tool); otherwise the call is forbidden."""
+    who = caller()
+    if who.service == "gateway" and not who.admin:
+        raise Forbidden("this needs the admin role")
+    return who

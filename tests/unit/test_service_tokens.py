@@ -3,6 +3,7 @@ and the caller's identity taken from the token, never from the request."""
 
 from __future__ import annotations
 
+import contextvars
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -16,9 +17,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agents.common import service_tokens
+from agents.common.errors import Forbidden
 from agents.common.grpc_server import GrpcServer, create_server
 from agents.common.internal_keys import derive_key
 from agents.common.service_tokens import (
+    Caller,
     InvalidServiceToken,
     ServiceAuth,
     ServiceTokens,
@@ -259,3 +262,22 @@ def test_a_server_knows_a_verified_token_until_it_expires(monkeypatch: pytest.Mo
     monkeypatch.setattr(time, "time", lambda: later)
     with pytest.raises(InvalidServiceToken, match="checked again"):
         auth.verify(token)
+
+
+@pytest.mark.parametrize(
+    ("who", "allowed"),
+    [
+        (Caller("gateway", 7, "user"), False),
+        (Caller("gateway"), False),
+        (Caller("gateway", 1, "admin"), True),
+        (Caller("ops"), True),
+    ],
+)
+def test_admin_only_calls(who: Caller, allowed: bool) -> None:
+    context = contextvars.copy_context()
+    context.run(service_tokens._caller.set, who)
+    if allowed:
+        assert context.run(service_tokens.require_admin) == who
+    else:
+        with pytest.raises(Forbidden):
+            context.run(service_tokens.require_admin)
