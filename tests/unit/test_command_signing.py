@@ -7,10 +7,12 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agents import cli
 from agents.common.agent import BatchAgent, Route, _Item
 from agents.common.command_signing import CommandSigner, CommandVerifier, producer_key
 from agents.common.dlq import DeadLetter, replay_headers, resigner
@@ -322,3 +324,14 @@ def test_a_replay_signs_a_genuine_command_afresh_and_a_forged_one_not() -> None:
     reason = _refusal(dict(forged), now=time.time())
     assert reason is not None
     assert reason.startswith("forged:")
+
+
+def test_the_command_key_command_prints_a_producer_s_key(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("INTERNAL_SECRET", TEST_INTERNAL_SECRET)
+    monkeypatch.setenv("SHOPSTREAM_STATE_DIR", str(tmp_path))
+    assert cli.main(["command-key", "partner-feed"]) == 0
+    printed = capsys.readouterr().out.strip().splitlines()[-1]
+    assert bytes.fromhex(printed) == producer_key(TEST_INTERNAL_SECRET, "partner-feed")
+    assert cli.main(["command-key", "Not A Name"]) == 2
