@@ -85,6 +85,29 @@ def _dev_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _internal_secret(settings: Settings) -> str:
+    """INTERNAL_SECRET, or the one `shopstream run` keeps in the state folder; "" if neither."""
+    path = settings.state_dir / "internal-secret"
+    if settings.internal_secret or not path.exists():
+        return settings.internal_secret
+    return path.read_text().strip()
+
+
+def _command_key(settings: Settings, args: argparse.Namespace) -> int:
+    from agents.common.command_signing import producer_key
+
+    secret = _internal_secret(settings)
+    if not secret:
+        raise SettingsError("INTERNAL_SECRET is not set (nor kept by a `shopstream run` here)")
+    try:
+        key = producer_key(secret, args.producer)
+    except ValueError as e:
+        raise SettingsError(str(e)) from None
+    print(f"# the command-signing key of producer {args.producer!r}, hex:", file=sys.stderr)
+    print(key.hex())
+    return 0
+
+
 def _create_admin(settings: Settings, args: argparse.Namespace) -> int:
     from agents.common.db import create_pool
     from agents.users.errors import AccountExists
@@ -215,8 +238,13 @@ def _dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
             offsets=offsets,
             security=settings.kafka_security,
         )
+        secret = _internal_secret(settings)
         results = await dlq.replay(
-            bootstrap, messages, dry_run=args.dry_run, security=settings.kafka_security
+            bootstrap,
+            messages,
+            dry_run=args.dry_run,
+            security=settings.kafka_security,
+            resign=dlq.resigner(secret) if secret else None,
         )
         if args.json:
             print(json.dumps([r.to_json() for r in results], indent=2))
@@ -294,6 +322,12 @@ def parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", default="dev-admin", help="the token's subject (user id)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds")
     token.set_defaults(func=_dev_token)
+    key = sub.add_parser(
+        "command-key",
+        help="print the key a named producer (a partner feed) signs its commands with (last line)",
+    )
+    key.add_argument("producer", help="the producer's name, e.g. partner-feed")
+    key.set_defaults(func=_command_key)
     _dlq_parser(sub)
     return p
 

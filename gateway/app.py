@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from agents.common.service_tokens import ServiceTokens
 from agents.common.settings import Settings
 from gateway import openapi
 from gateway.bus import BusClient
@@ -49,7 +50,8 @@ async def pages_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def grpc_context(app: web.Application) -> AsyncIterator[None]:
-    clients = GrpcClients(app[SETTINGS].grpc)
+    settings = app[SETTINGS]
+    clients = GrpcClients(settings.grpc, ServiceTokens(settings.internal_secret, "gateway"))
     clients.open()
     app[GRPC] = clients
     yield

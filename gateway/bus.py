@@ -1,7 +1,8 @@
 """Request/reply over Kafka with plain aiokafka: one producer, one reply topic per instance.
 
 The reply topic is read by manual assignment (no consumer group, so no rebalance on the hot
-path); each pending request is a future keyed by its correlation id, with a deadline.
+path); each pending request is a future keyed by its correlation id, with a deadline. Every
+message sent is signed as the gateway's (agents/common/command_signing.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
+from agents.common.command_signing import CommandSigner
 from agents.common.kafka_auth import client_options
 from agents.common.settings import Settings
 from gateway.validation import loads
@@ -23,6 +25,9 @@ from topics.admin import delete_topic, ensure_topics
 from topics.envelope import Headers, Reply
 
 log = logging.getLogger(__name__)
+
+
+PRODUCER = "gateway"
 
 
 def _parse_reply(raw: object) -> tuple[str, Reply]:
@@ -59,8 +64,10 @@ class BusClient:
         self._reader: asyncio.Task[None] | None = None
         self._tp = TopicPartition(self.reply_topic, 0)
         self.stats = ReplyStats()
+        self._signer: CommandSigner | None = None
 
     async def start(self) -> None:
+        self._signer = CommandSigner(self._settings.internal_secret, PRODUCER)
         bootstrap = self._settings.require_kafka()
         security = self._settings.kafka_security
         # Replicated as the catalogue's topics are, so that one broker's loss does not take this
@@ -171,15 +178,21 @@ class BusClient:
     ) -> Reply:
         """Send a request and wait for its reply; BusTimeout when none comes by the deadline."""
         assert self._producer is not None, "BusClient not started"
+        assert self._signer is not None
         correlation_id = uuid.uuid4().hex
         fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = fut
         self._poll_replies()
-        all_headers = [
-            (Headers.REPLY_TO, self.reply_topic.encode()),
-            (Headers.CORRELATION_ID, correlation_id.encode()),
-            *headers,
-        ]
+        all_headers = self._signer.sign(
+            topic,
+            key.encode(),
+            value,
+            [
+                (Headers.REPLY_TO, self.reply_topic.encode()),
+                (Headers.CORRELATION_ID, correlation_id.encode()),
+                *headers,
+            ],
+        )
         deadline = asyncio.get_running_loop().time() + (timeout or self._settings.request_timeout_s)
         try:
             try:
@@ -205,10 +218,14 @@ class BusClient:
     ) -> None:
         """Send a message that has no reply; return once the broker has it."""
         assert self._producer is not None, "BusClient not started"
+        assert self._signer is not None
         try:
             async with asyncio.timeout(self._settings.request_timeout_s):
                 await self._producer.send_and_wait(
-                    topic, value, key=key.encode(), headers=list(headers)
+                    topic,
+                    value,
+                    key=key.encode(),
+                    headers=self._signer.sign(topic, key.encode(), value, headers),
                 )
         except TimeoutError:
             raise KafkaTimeoutError(f"{topic} did not take the message in time") from None

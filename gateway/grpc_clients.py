@@ -1,4 +1,5 @@
-"""The gateway's gRPC channels to each domain, and their health checks."""
+"""The gateway's gRPC channels to each domain, and their health checks. Each call carries a
+service token for the end user it is made for (gateway.routes.grpc_options names them)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from dataclasses import dataclass, field
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from agents.common.service_tokens import OnBehalfOf, ServiceTokens
 from agents.common.settings import GrpcAddresses
 from protos import orders_pb2_grpc, payments_pb2_grpc, products_pb2_grpc, users_pb2_grpc
 
@@ -17,6 +19,8 @@ DOMAINS = ("users", "products", "orders", "payments")
 @dataclass
 class GrpcClients:
     addresses: GrpcAddresses
+    # None only for a fake that never opens a channel.
+    tokens: ServiceTokens | None = None
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
     _products: products_pb2_grpc.ProductServiceStub | None = None
     _users: users_pb2_grpc.AuthServiceStub | None = None
@@ -24,8 +28,12 @@ class GrpcClients:
     _payments: payments_pb2_grpc.PaymentServiceStub | None = None
 
     def open(self) -> None:
+        if self.tokens is None:
+            raise RuntimeError("GrpcClients needs the gateway's ServiceTokens to open channels")
         for domain in DOMAINS:
-            self.channels[domain] = grpc.aio.insecure_channel(self.addresses.of(domain))
+            self.channels[domain] = grpc.aio.insecure_channel(
+                self.addresses.of(domain), interceptors=[OnBehalfOf(self.tokens, domain)]
+            )
         self._products = products_pb2_grpc.ProductServiceStub(self.channels["products"])
         self._users = users_pb2_grpc.AuthServiceStub(self.channels["users"])
         self._orders = orders_pb2_grpc.OrderServiceStub(self.channels["orders"])

@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agents.common.embedded import EmbeddedPostgres, EmbeddedTansu, free_port
 from agents.common.kafka import KafkaCluster
+from tests.trust import TEST_INTERNAL_SECRET
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 52
 TEST_SANDBOX_SECRET = "test-sandbox-secret-" + "y" * 44
@@ -100,6 +101,7 @@ def base_env(dsn: str, kafka: str, state_dir: Path) -> dict[str, str]:
             "KAFKA_BROKER": kafka,
             "SHOPSTREAM_STATE_DIR": str(state_dir),
             "JWT_SECRET": TEST_JWT_SECRET,
+            "INTERNAL_SECRET": TEST_INTERNAL_SECRET,
             "SANDBOX_PROVIDER_SECRET": TEST_SANDBOX_SECRET,
             # Tansu has no idempotent producer; kafka_env() turns it on for Apache Kafka.
             "KAFKA_PRODUCER_IDEMPOTENCE": "false",

@@ -28,6 +28,9 @@ class Topic:
     # A compacted topic whose keys are time windows: also deleted once older than retention_ms.
     windowed: bool = False
     public: bool = field(default=True)
+    # A command topic: each message must be signed by the gateway or a named internal producer
+    # (agents/common/command_signing.py); what is not goes to the dead-letter topic.
+    signed: bool = False
     retention_ms: int = 7 * DAY_MS
     # Copies of each partition, and how many must hold a write before it is acknowledged
     # (producers send acks=all). `shopstream topics create` caps both to the cluster's brokers.
@@ -69,8 +72,12 @@ PRODUCTS_COMMANDS = Topic(
     name="products.commands",
     partitions=8,
     key="the product id for updates and deletes, the command id for creates",
-    summary="Catalogue writes: from the gateway, or straight from a partner catalogue feed.",
+    summary=(
+        "Catalogue writes: from the gateway, or straight from a partner catalogue feed that "
+        "signs them with its producer key."
+    ),
     messages=products.COMMANDS,
+    signed=True,
 )
 PRODUCTS_EVENTS = Topic(
     name="products.events",
@@ -91,8 +98,12 @@ ORDERS_COMMANDS = Topic(
     name="orders.commands",
     partitions=8,
     key="the user id",
-    summary="Place an order: from the gateway, or a partner storefront.",
+    summary=(
+        "Place an order: from the gateway, or a partner storefront that signs them with its "
+        "producer key."
+    ),
     messages=orders.COMMANDS,
+    signed=True,
 )
 ORDERS_EVENTS = Topic(
     name="orders.events",
@@ -107,6 +118,7 @@ PAYMENTS_COMMANDS = Topic(
     key="the payment id",
     summary="Pay a payment: from the gateway.",
     messages=payments.COMMANDS,
+    signed=True,
 )
 PAYMENTS_PROVIDER_EVENTS = Topic(
     name="payments.provider-events",

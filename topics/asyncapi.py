@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from topics import CATALOGUE, INBOUND
+from topics.command_signature import SCHEME as COMMAND_SIGNATURE_SCHEME
 from topics.envelope import Headers, Reply
 from topics.payments import (
     SIGNATURE_EXAMPLE,
@@ -21,11 +22,34 @@ CHANGES = (
     "session; a report whose reference the platform did not issue for that payment and "
     "provider is dead-lettered. `PaymentNeedsReview` on `payments.events`: money a provider "
     "reported that the payment could not take, a case for an operator. "
+    "Every message on a command topic (`products.commands`, `orders.commands`, "
+    f"`payments.commands`) must carry the signature headers `{Headers.PRODUCER}`, "
+    f"`{Headers.SIGNED_AT}` and `{Headers.SIGNATURE}` (see those channels' description); an "
+    "unsigned, forged or stale command is dead-lettered, changes nothing and gets no reply. "
     "2.0.0: a `ProviderPaymentOutcome` on `payments.provider-events` must carry `signature` "
     "(required; see that message's description for its exact input and algorithm), and may "
     "name its `provider`; a report without a valid signature is dead-lettered and changes "
     "nothing. `InitiatePayment` on `payments.commands` opens a provider session."
 )
+
+
+SIGNATURE_HEADERS = {
+    "type": "object",
+    "required": [Headers.PRODUCER, Headers.SIGNED_AT, Headers.SIGNATURE],
+    "properties": {
+        Headers.PRODUCER: {"type": "string", "pattern": "^[a-z0-9][a-z0-9.-]{0,62}$"},
+        Headers.SIGNED_AT: {
+            "type": "string",
+            "pattern": "^[0-9]+$",
+            "description": "milliseconds since the Unix epoch",
+        },
+        Headers.SIGNATURE: {
+            "type": "string",
+            "pattern": "^[0-9a-f]{64}$",
+            "description": "HMAC-SHA256 of the signing input, lowercase hexadecimal",
+        },
+    },
+}
 
 
 def _message(model: type[Any]) -> dict[str, Any]:
@@ -49,17 +73,18 @@ def asyncapi_document() -> dict[str, Any]:
         for model in topic.messages:
             messages[model.__name__] = _message(model)
             refs[model.__name__] = {"$ref": f"#/components/messages/{model.__name__}"}
-        channels[topic.name] = {
-            "address": topic.name,
-            "description": (
-                f"{topic.summary} Partitions: {topic.partitions} (`KAFKA_TOPIC_PARTITIONS` "
-                f"changes it; one under `shopstream run` on its embedded broker). Key: "
-                f"{topic.key}. Each message names its `type` in its JSON; the platform also "
-                f"sets it in the `{Headers.TYPE}` header, which a producer may set too, so "
-                "that a consumer skips what it does not handle without parsing it."
-            ),
-            "messages": refs,
-        }
+        description = (
+            f"{topic.summary} Partitions: {topic.partitions} (`KAFKA_TOPIC_PARTITIONS` "
+            f"changes it; one under `shopstream run` on its embedded broker). Key: "
+            f"{topic.key}. Each message names its `type` in its JSON; the platform also "
+            f"sets it in the `{Headers.TYPE}` header, which a producer may set too, so "
+            "that a consumer skips what it does not handle without parsing it."
+        )
+        if topic.signed:
+            description += "\n\n" + COMMAND_SIGNATURE_SCHEME
+            for model in topic.messages:
+                messages[model.__name__]["headers"] = SIGNATURE_HEADERS
+        channels[topic.name] = {"address": topic.name, "description": description, "messages": refs}
         operations[f"{'send' if topic.name in inbound else 'receive'}:{topic.name}"] = {
             "action": "send" if topic.name in inbound else "receive",
             "channel": {"$ref": f"#/channels/{topic.name}"},

@@ -19,6 +19,11 @@ class Headers:
     TRACEPARENT = "traceparent"
     USER_ID = "x-user-id"
     ROLES = "x-roles"
+    # The proof that the gateway or a named internal service made a command (see
+    # agents/common/command_signing.py).
+    PRODUCER = "x-shopstream-producer"
+    SIGNED_AT = "x-shopstream-signed-at"
+    SIGNATURE = "x-shopstream-signature"
     DLQ_REASON = "x-dlq-reason"
     DLQ_TOPIC = "x-dlq-topic"
     DLQ_PARTITION = "x-dlq-partition"

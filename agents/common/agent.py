@@ -13,6 +13,9 @@ published (agents/common/relay.py), then the batch's offsets are committed.
   at a time, so only the bad one goes); a command's caller gets a typed error.
 - The message type travels in the `x-type` header: a message the agent does not handle is
   skipped without being parsed.
+- On a signed topic (the command topics), a message whose signature does not hold (unsigned,
+  forged or stale: agents/common/command_signing.py) goes to the dead-letter topic before it
+  is parsed, and no reply is sent: its reply headers are not to be trusted either.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import faust
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from agents.common.command_signing import CommandVerifier
 from agents.common.errors import Refused
 from agents.common.failures import retry_while_transient
 from agents.common.logs import request_id_var
@@ -131,12 +135,17 @@ class BatchAgent:
         self.routes = routes
         # On a command topic every message is for us: an unknown type is an invalid message.
         self.commands = commands
+        self.verifier = CommandVerifier(runtime.settings.internal_secret) if topic.signed else None
 
     async def handle_batch(self, events: Sequence[Any]) -> None:
         """Handle every message of a batch; never raises, so no offset is committed unhandled."""
         items: list[_Item] = []
         rejects = []
         for event in events:
+            refusal = self._unproven(event)
+            if refusal is not None:
+                rejects.append(dead_letter(self.runtime, self.topic, event, refusal[:1000]))
+                continue
             decoded = self._decode(event)
             if isinstance(decoded, _Item):
                 items.append(decoded)
@@ -146,6 +155,13 @@ class BatchAgent:
             await asyncio.gather(*rejects)
         if items:
             await self._handle(items)
+
+    def _unproven(self, event: Any) -> str | None:
+        """Why a message of a signed topic is refused; None when its signature holds."""
+        if self.verifier is None:
+            return None
+        headers = {k: v for k, v in (event.headers or {}).items() if isinstance(v, bytes)}
+        return self.verifier.refusal(self.topic.name, event.key, event.value, headers)
 
     def _decode(self, event: Any) -> _Item | list[FieldError]:
         """The message with its route; its errors if it is invalid; [] if it is not for us."""

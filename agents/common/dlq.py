@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from agents.common.command_signing import CommandSigner, CommandVerifier
 from agents.common.kafka_auth import client_options
 from agents.common.settings import KafkaSecurity
 from topics.envelope import Headers
@@ -344,11 +345,37 @@ async def select(
 REPLY_HEADERS = (Headers.REPLY_TO, Headers.CORRELATION_ID)
 
 
-def replay_headers(message: DeadLetter) -> list[tuple[str, bytes]]:
+Resigner = Callable[[str, DeadLetter, list[tuple[str, bytes]]], list[tuple[str, bytes]]]
+
+
+def replay_headers(
+    message: DeadLetter, resign: Resigner | None = None, target: str | None = None
+) -> list[tuple[str, bytes]]:
     """The message's own headers, without the x-dlq-* and reply ones, plus where it is replayed
-    from."""
+    from. A signed command whose signature is genuine is signed afresh by its producer (so that
+    its age does not refuse it again); any other message keeps what it had, and a forged one
+    comes back to the dead-letter topic."""
     own = [(k, v) for k, v in message.other_headers if k not in REPLY_HEADERS]
-    return [*own, (REPLAYED_FROM, message.ref.encode())]
+    headers = [*own, (REPLAYED_FROM, message.ref.encode())]
+    if resign is not None and target is not None:
+        return resign(target, message, headers)
+    return headers
+
+
+def resigner(secret: str) -> Resigner:
+    """What `replay` signs afresh with: the genuine signed commands, as their own producer."""
+    verifier = CommandVerifier(secret)
+
+    def resign(
+        topic: str, m: DeadLetter, headers: list[tuple[str, bytes]]
+    ) -> list[tuple[str, bytes]]:
+        original = dict(m.other_headers)
+        if verifier.refusal(topic, m.key, m.value, original, check_age=False) is not None:
+            return headers
+        producer = original[Headers.PRODUCER].decode()
+        return CommandSigner(secret, producer).sign(topic, m.key, m.value, headers)
+
+    return resign
 
 
 async def replay(
@@ -358,10 +385,12 @@ async def replay(
     dry_run: bool = False,
     timeout_s: float = TIMEOUT_S,
     security: KafkaSecurity | None = None,
+    resign: Resigner | None = None,
 ) -> list[ReplayResult]:
     """Send each message back to its original topic (x-dlq-topic): same key, same value.
 
-    Waits for every send (acks=all); a message that cannot be sent is reported, not raised."""
+    Waits for every send (acks=all); a message that cannot be sent is reported, not raised.
+    `resign` signs genuine commands afresh (see replay_headers)."""
     results: list[ReplayResult] = []
     pending: list[tuple[DeadLetter, str]] = []
     async with asyncio.timeout(timeout_s):
@@ -393,7 +422,10 @@ async def replay(
             try:
                 async with asyncio.timeout(timeout_s):
                     fut = await producer.send(
-                        target, key=m.key, value=m.value, headers=replay_headers(m)
+                        target,
+                        key=m.key,
+                        value=m.value,
+                        headers=replay_headers(m, resign, target),
                     )
             except (KafkaError, TimeoutError) as e:
                 results.append(ReplayResult(m, target, False, repr(e)))

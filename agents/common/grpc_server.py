@@ -1,4 +1,5 @@
-"""A domain's gRPC aio server, with the standard health service."""
+"""A domain's gRPC aio server, with the standard health service; every other call needs a
+service token (agents/common/service_tokens.py)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from agents.common.service_tokens import ServiceAuth
 
 
 @dataclass
@@ -36,10 +39,14 @@ class GrpcServer:
 
 
 def create_server(
-    host: str, port: int, add_servicers: Callable[[grpc.aio.Server], list[str]]
+    host: str,
+    port: int,
+    add_servicers: Callable[[grpc.aio.Server], list[str]],
+    auth: ServiceAuth,
 ) -> GrpcServer:
-    """Bind a server (port 0 picks one); `add_servicers` registers the servicers and names them."""
-    server = grpc.aio.server()
+    """Bind a server (port 0 picks one); `add_servicers` registers the servicers and names them;
+    `auth` checks each call's service token."""
+    server = grpc.aio.server(interceptors=[auth])
     names = add_servicers(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

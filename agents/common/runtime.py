@@ -25,6 +25,7 @@ from agents.common.kafka_auth import client_options, faust_credentials
 from agents.common.ledger import prune_ledger
 from agents.common.logs import formatter_for
 from agents.common.relay import OutboxSweeper, Publisher
+from agents.common.service_tokens import ServiceAuth
 from agents.common.settings import KafkaTuning, Settings
 from agents.common.transport import Consumer, FlowControl
 
@@ -211,6 +212,7 @@ class DomainRuntime(Service):
             self.settings.listen_host,
             self.settings.grpc.port_of(self.domain),
             lambda server: self._add_servicers(server, self),
+            ServiceAuth(self.settings.internal_secret, self.domain),
         )
         await self.grpc.start()
         if self.app.agents:

@@ -1,4 +1,5 @@
-"""gRPC OrderService: a user's orders, from Postgres; another user's order is NOT_FOUND."""
+"""gRPC OrderService: a user's orders, from Postgres; another user's order is NOT_FOUND. The
+user is the service token's (an admin's may name another), never the request's."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import grpc
 
 from agents.common.errors import Invalid, NotFound
 from agents.common.rpc import rpc, timestamp
+from agents.common.service_tokens import acting_user
 from agents.orders import repository
 from agents.orders.repository import OrderRow
 from protos import orders_pb2, orders_pb2_grpc
@@ -57,7 +59,7 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):  # type: ignore[misc]
         if request.offset < 0 or not 1 <= limit <= MAX_LIMIT:
             raise Invalid(f"offset must be >= 0 and limit 1..{MAX_LIMIT}")
         orders = await repository.orders_for_user(
-            self._pool, request.user_id, request.offset, limit
+            self._pool, acting_user(request.user_id), request.offset, limit
         )
         return orders_pb2.ListOrdersResponse(orders=[order_proto(o) for o in orders])
 
@@ -65,7 +67,9 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):  # type: ignore[misc]
     async def GetOrder(
         self, request: orders_pb2.GetOrderRequest, context: grpc.aio.ServicerContext
     ) -> orders_pb2.Order:
-        order = await repository.order_for_user(self._pool, request.user_id, request.order_id)
+        order = await repository.order_for_user(
+            self._pool, acting_user(request.user_id), request.order_id
+        )
         if order is None:
             raise NotFound(f"order {request.order_id} does not exist")
         return order_proto(order)
@@ -78,7 +82,9 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):  # type: ignore[misc]
             command_id = uuid.UUID(request.command_id)
         except ValueError:
             raise NotFound("no such order request") from None
-        order = await repository.order_by_command(self._pool, request.user_id, command_id)
+        order = await repository.order_by_command(
+            self._pool, acting_user(request.user_id), command_id
+        )
         if order is None:
             raise NotFound("no order for this request yet")
         return order_proto(order)

@@ -1,5 +1,6 @@
 """gRPC PaymentService: a user's payment by order id (another user's is NOT_FOUND), a
-provider session by its token, the deadlines the worker holds, and reconciliation cases."""
+provider session by its token, the deadlines the worker holds, and reconciliation cases. The
+user is the service token's (an admin's may name another), never the request's."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import grpc
 
 from agents.common.errors import NotFound
 from agents.common.rpc import rpc, timestamp
+from agents.common.service_tokens import acting_user, require_admin
 from agents.payments.deadlines import Deadlines
 from agents.payments.repository import (
     PaymentRow,
@@ -78,7 +80,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):  # type: ignore
     async def GetPaymentByOrderId(
         self, request: payments_pb2.GetPaymentByOrderIdRequest, context: grpc.aio.ServicerContext
     ) -> payments_pb2.Payment:
-        found = await payment_for_user(self._pool, request.user_id, request.order_id)
+        found = await payment_for_user(self._pool, acting_user(request.user_id), request.order_id)
         if found is None:
             raise NotFound(f"no payment for order {request.order_id}")
         return payment_proto(*found)
@@ -111,6 +113,7 @@ class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):  # type: ignore
     async def ListReviews(
         self, request: payments_pb2.ListReviewsRequest, context: grpc.aio.ServicerContext
     ) -> payments_pb2.ListReviewsResponse:
+        require_admin()
         limit = min(max(request.limit, 1), MAX_REVIEWS)
         rows = await list_reviews(self._pool, max(request.offset, 0), limit)
         return payments_pb2.ListReviewsResponse(reviews=[review_proto(r) for r in rows])

@@ -10,6 +10,7 @@ from aiohttp import web
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel
 
+from agents.common.service_tokens import ON_BEHALF_ROLE, ON_BEHALF_USER
 from gateway.keys import BUS, IDENTITY, REQUEST_ID, SETTINGS
 from gateway.problems import Problem
 from topics.envelope import Headers, Reply
@@ -18,11 +19,13 @@ IDEMPOTENCY_NS = uuid.UUID("6f1c1a52-6a8e-4d5e-9f55-1b7f3c1f0a11")
 
 
 def grpc_options(request: web.Request) -> dict[str, Any]:
-    """The deadline and metadata of a gRPC call made for this request."""
-    return {
-        "timeout": request.app[SETTINGS].request_timeout_s,
-        "metadata": (("x-request-id", request[REQUEST_ID]),),
-    }
+    """The deadline and metadata of a gRPC call made for this request: the channel turns the
+    caller named here into the call's service token."""
+    metadata: tuple[tuple[str, str], ...] = (("x-request-id", request[REQUEST_ID]),)
+    identity = request.get(IDENTITY)
+    if identity is not None:
+        metadata += ((ON_BEHALF_USER, identity.user_id), (ON_BEHALF_ROLE, identity.role))
+    return {"timeout": request.app[SETTINGS].request_timeout_s, "metadata": metadata}
 
 
 def command_id(request: web.Request, operation: str) -> uuid.UUID:

@@ -149,6 +149,7 @@ class Platform:
 
 def platform_env(state_dir: Path) -> dict[str, str]:
     env = base_env("", "", state_dir)
-    # As under `make run`, shopstream run makes the sandbox provider's secret itself.
+    # As under `make run`, shopstream run makes the sandbox provider's and the internal secret.
     del env["DATABASE_URL"], env["KAFKA_BROKER"], env["SANDBOX_PROVIDER_SECRET"]
+    del env["INTERNAL_SECRET"]
     return env

@@ -9,7 +9,6 @@ import uuid
 from typing import Any
 
 import aiohttp
-import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -17,6 +16,7 @@ from protos import products_pb2, products_pb2_grpc
 from tests.e2e.client import bearer, call, dev_token
 from tests.e2e.platform import Platform
 from tests.helpers import eventually, random_name
+from tests.trust import service_channel
 from topics import PRODUCTS_EVENTS
 from topics.admin import partitions_of
 
@@ -147,7 +147,8 @@ async def test_a_write_reaches_products_events(
 
 
 async def test_reads_over_grpc_and_health(platform: Platform, http: aiohttp.ClientSession) -> None:
-    async with grpc.aio.insecure_channel(platform.addr("PRODUCT_SERVICE_ADDR")) as channel:
+    addr, secret = platform.addr("PRODUCT_SERVICE_ADDR"), platform.internal_secret
+    async with service_channel(addr, "products", secret=secret) as channel:
         stub = products_pb2_grpc.ProductServiceStub(channel)
         page = await stub.ListProducts(products_pb2.ListProductsRequest(page=0), timeout=5)
         got = await stub.GetProduct(

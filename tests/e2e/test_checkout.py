@@ -15,6 +15,7 @@ from protos import orders_pb2, orders_pb2_grpc, payments_pb2, payments_pb2_grpc
 from tests.e2e.client import bearer, call, login
 from tests.e2e.platform import Platform
 from tests.helpers import eventually
+from tests.trust import service_channel
 from topics.payments import sign_report
 
 pytestmark = pytest.mark.e2e
@@ -247,22 +248,37 @@ async def test_orders_and_payments_are_their_owners_only(
     assert (await call(http, "GET", f"{url}/order/?offset=0", 200, headers=other)) == {"orders": []}
     await call(http, "GET", f"{url}/order/{order['id']}", 401)
     owner_id = order["user_id"]
-    async with grpc.aio.insecure_channel(platform.addr("ORDER_SERVICE_ADDR")) as channel:
+    orders_addr, payments_addr = (
+        platform.addr("ORDER_SERVICE_ADDR"),
+        platform.addr("PAYMENT_SERVICE_ADDR"),
+    )
+    secret = platform.internal_secret
+    async with service_channel(
+        orders_addr, "orders", user_id=owner_id, role="user", secret=secret
+    ) as channel:
         orders = orders_pb2_grpc.OrderServiceStub(channel)
         mine = await orders.GetOrder(
             orders_pb2.GetOrderRequest(user_id=owner_id, order_id=order["id"]), timeout=5
         )
         assert mine.id == order["id"]
+    # Another user's token gets nothing, even naming the owner in the request.
+    stranger = owner_id + 1_000_000
+    async with service_channel(
+        orders_addr, "orders", user_id=stranger, role="user", secret=secret
+    ) as channel:
+        orders = orders_pb2_grpc.OrderServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as e:
             await orders.GetOrder(
-                orders_pb2.GetOrderRequest(user_id=owner_id + 1, order_id=order["id"]), timeout=5
+                orders_pb2.GetOrderRequest(user_id=owner_id, order_id=order["id"]), timeout=5
             )
         assert e.value.code() == grpc.StatusCode.NOT_FOUND
-    async with grpc.aio.insecure_channel(platform.addr("PAYMENT_SERVICE_ADDR")) as channel:
+    async with service_channel(
+        payments_addr, "payments", user_id=stranger, role="user", secret=secret
+    ) as channel:
         stub = payments_pb2_grpc.PaymentServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as e:
             await stub.GetPaymentByOrderId(
-                payments_pb2.GetPaymentByOrderIdRequest(user_id=owner_id + 1, order_id=order["id"]),
+                payments_pb2.GetPaymentByOrderIdRequest(user_id=owner_id, order_id=order["id"]),
                 timeout=5,
             )
         assert e.value.code() == grpc.StatusCode.NOT_FOUND

@@ -44,6 +44,7 @@ from tests.e2e.saga_world import (
 )
 from tests.helpers import eventually
 from tests.infra import grpc_serving
+from tests.trust import signed
 from topics import ORDERS_COMMANDS, reply_topic
 from topics.admin import delete_topic
 from topics.envelope import Headers
@@ -303,11 +304,12 @@ async def _partner_orders(world: World, product_id: int) -> set[uuid.UUID]:
                 (Headers.TYPE, b"PlaceOrder"),
             ]
             async with asyncio.timeout(10):
+                raw, key = cmd.model_dump_json().encode(), str(user_id).encode()
                 await producer.send_and_wait(
                     ORDERS_COMMANDS.name,
-                    cmd.model_dump_json().encode(),
-                    key=str(user_id).encode(),
-                    headers=headers,
+                    raw,
+                    key=key,
+                    headers=signed(ORDERS_COMMANDS.name, key, raw, headers, producer="partner"),
                 )
             commands.add(cmd.command_id)
     finally:

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
-import grpc
 import pytest
 
 from protos import payments_pb2, payments_pb2_grpc, products_pb2, products_pb2_grpc
@@ -31,6 +30,7 @@ from tests.e2e.saga_world import (
 )
 from tests.helpers import eventually
 from tests.infra import grpc_serving
+from tests.trust import service_channel
 
 pytestmark = pytest.mark.e2e
 
@@ -53,7 +53,7 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def _deadlines(world: World) -> list[tuple[int, int, bool]]:
-    async with grpc.aio.insecure_channel(world.grpc_addr("payments")) as channel:
+    async with service_channel(world.grpc_addr("payments"), "payments", issuer="ops") as channel:
         stub = payments_pb2_grpc.PaymentServiceStub(channel)
         reply = await stub.ListPendingDeadlines(
             payments_pb2.ListPendingDeadlinesRequest(), timeout=5
@@ -62,7 +62,7 @@ async def _deadlines(world: World) -> list[tuple[int, int, bool]]:
 
 
 async def _best_sellers(world: World) -> list[tuple[int, int]]:
-    async with grpc.aio.insecure_channel(world.grpc_addr("products")) as channel:
+    async with service_channel(world.grpc_addr("products"), "products") as channel:
         stub = products_pb2_grpc.ProductServiceStub(channel)
         reply = await stub.ListBestSellers(
             products_pb2.ListBestSellersRequest(limit=100), timeout=5

@@ -25,6 +25,7 @@ from agents.products.repository import PgProductsUnitOfWork
 from tests.e2e.platform import SHOPSTREAM
 from tests.helpers import random_name
 from tests.infra import grpc_serving, stop_process
+from tests.trust import signed_if_command
 from topics import reply_topic
 from topics.admin import create_topics, delete_topic, partitions_of
 from topics.envelope import Headers, Reply
@@ -58,14 +59,19 @@ async def read_topic(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, b
 
 
 async def produce(bootstrap: str, topic: str, messages: Sequence[Message]) -> None:
-    """Send (key, value, headers, partition) messages in order and wait for every ack."""
+    """Send (key, value, headers, partition) messages in order and wait for every ack; on a
+    command topic, each signed as the gateway's."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
         async with asyncio.timeout(KAFKA_TIMEOUT_S):
             for key, value, headers, partition in messages:
                 await producer.send_and_wait(
-                    topic, value, key=key, headers=list(headers), partition=partition
+                    topic,
+                    value,
+                    key=key,
+                    headers=signed_if_command(topic, key, value, headers),
+                    partition=partition,
                 )
     finally:
         await producer.stop()

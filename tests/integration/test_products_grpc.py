@@ -11,10 +11,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from agents.common.grpc_server import GrpcServer, create_server
+from agents.common.service_tokens import ServiceAuth
 from agents.products.repository import PgProductsUnitOfWork
 from agents.products.servicer import ProductServicer
 from protos import products_pb2, products_pb2_grpc
 from tests.helpers import random_name
+from tests.trust import TEST_INTERNAL_SECRET, service_channel
 from topics.products import NewProduct, Product
 
 
@@ -24,7 +26,7 @@ async def server(pool: asyncpg.Pool) -> AsyncIterator[GrpcServer]:
         products_pb2_grpc.add_ProductServiceServicer_to_server(ProductServicer(pool, 10), s)
         return ["shopstream.products.v1.ProductService"]
 
-    srv = create_server("127.0.0.1", 0, add)
+    srv = create_server("127.0.0.1", 0, add, ServiceAuth(TEST_INTERNAL_SECRET, "products"))
     await srv.start()
     yield srv
     await srv.stop(grace=0)
@@ -32,7 +34,7 @@ async def server(pool: asyncpg.Pool) -> AsyncIterator[GrpcServer]:
 
 @pytest.fixture
 async def stub(server: GrpcServer) -> AsyncIterator[products_pb2_grpc.ProductServiceStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+    async with service_channel(f"127.0.0.1:{server.port}", "products") as channel:
         yield products_pb2_grpc.ProductServiceStub(channel)
 
 

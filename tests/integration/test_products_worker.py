@@ -22,6 +22,7 @@ from agents.common.settings import Settings
 from gateway.bus import BusClient
 from tests.helpers import eventually, random_name
 from tests.infra import base_env, domain_process, shared_tmpdir
+from tests.trust import signed
 from topics import PRODUCTS_COMMANDS, PRODUCTS_EVENTS
 from topics.envelope import ErrorType, Headers
 from topics.products import CreateProduct, NewProduct, ProductChanges, UpdateProduct
@@ -167,9 +168,9 @@ async def test_a_partner_message_without_reply_headers_is_applied(
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(
-            PRODUCTS_COMMANDS.name, _create(name).model_dump_json().encode(), key=b"feed"
-        )
+        raw = _create(name).model_dump_json().encode()
+        headers = signed(PRODUCTS_COMMANDS.name, b"feed", raw, producer="partner-feed")
+        await producer.send_and_wait(PRODUCTS_COMMANDS.name, raw, key=b"feed", headers=headers)
     finally:
         await producer.stop()
 

@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from agents.common.grpc_server import create_server
+from agents.common.service_tokens import ServiceAuth, ServiceTokens
 from agents.users.errors import LoginThrottled
 from agents.users.service import IdentityService, Tokens
 from agents.users.servicer import AuthServicer
@@ -18,6 +19,8 @@ from gateway.app import create_app
 from gateway.grpc_clients import GrpcClients
 from protos import users_pb2, users_pb2_grpc
 from tests.unit.test_gateway import SETTINGS, FakeBus, problem
+
+SECRET = "i" * 64
 
 
 class ThrottlingUsers:
@@ -91,10 +94,10 @@ async def test_the_users_servicer_s_refusal_reaches_the_client_as_429() -> None:
         users_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(service), server)
         return []
 
-    server = create_server("127.0.0.1", 0, add)
+    server = create_server("127.0.0.1", 0, add, ServiceAuth(SECRET, "users"))
     await server.start()
     settings = replace(SETTINGS, grpc=replace(SETTINGS.grpc, users=f"127.0.0.1:{server.port}"))
-    clients = GrpcClients(settings.grpc)
+    clients = GrpcClients(settings.grpc, ServiceTokens(SECRET, "gateway"))
     clients.open()
     try:
         app = create_app(settings, bus=FakeBus(), grpc=clients)

@@ -10,11 +10,13 @@ import grpc
 import pytest
 
 from agents.common.grpc_server import GrpcServer, create_server
+from agents.common.service_tokens import ServiceAuth
 from agents.payments.deadlines import Deadlines
 from agents.payments.servicer import PaymentServicer
 from agents.products.best_sellers import Ranking, Seller
 from agents.products.servicer import ProductServicer
 from protos import payments_pb2, payments_pb2_grpc, products_pb2, products_pb2_grpc
+from tests.trust import TEST_INTERNAL_SECRET, service_channel
 
 NO_POOL = cast(asyncpg.Pool, None)
 HOUR = 1_767_326_400.0
@@ -40,7 +42,7 @@ async def server() -> AsyncIterator[GrpcServer]:
         )
         return []
 
-    srv = create_server("127.0.0.1", 0, add)
+    srv = create_server("127.0.0.1", 0, add, ServiceAuth(TEST_INTERNAL_SECRET, "products"))
     await srv.start()
     yield srv
     await srv.stop(grace=0)
@@ -48,7 +50,7 @@ async def server() -> AsyncIterator[GrpcServer]:
 
 @pytest.fixture
 async def channel(server: GrpcServer) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
+    async with service_channel(f"127.0.0.1:{server.port}", "products") as ch:
         yield ch
 
 
