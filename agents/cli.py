@@ -17,9 +17,16 @@ from agents.common.settings import Settings, SettingsError
 
 
 def _with_running_platform(settings: Settings) -> Settings:
-    """Fill DATABASE_URL and KAFKA_BROKER from a `shopstream run` of this directory, if unset."""
-    from agents.supervisor import run_file
+    """Fill DATABASE_URL and KAFKA_BROKER from a `shopstream run` of this directory, and
+    JWT_SECRET and INTERNAL_SECRET from the ones it keeps there, if unset."""
+    from agents.supervisor import INTERNAL_SECRET_FILE, JWT_SECRET_FILE, kept_secret, run_file
 
+    settings = replace(
+        settings,
+        jwt_secret=settings.jwt_secret or kept_secret(settings.state_dir, JWT_SECRET_FILE),
+        internal_secret=settings.internal_secret
+        or kept_secret(settings.state_dir, INTERNAL_SECRET_FILE),
+    )
     path = run_file(settings)
     if (settings.database_url and settings.kafka_broker) or not path.exists():
         return settings

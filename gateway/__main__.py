@@ -14,8 +14,10 @@ MAX_LINE_BYTES = 65536
 
 
 def main() -> None:
-    settings = Settings.from_env()
     try:
+        settings = Settings.from_env()
+        settings.require_jwt_secret()
+        settings.require_internal_secret()
         settings.require_payment_secrets()
     except SettingsError as e:
         sys.exit(f"gateway: {e}")

@@ -21,6 +21,7 @@ from agents.common.kafka import KafkaCluster
 
 TEST_JWT_SECRET = "test-secret-" + "x" * 52
 TEST_SANDBOX_SECRET = "test-sandbox-secret-" + "y" * 44
+TEST_INTERNAL_SECRET = "test-internal-secret-" + "z" * 43
 
 
 @contextlib.contextmanager
@@ -100,6 +101,7 @@ def base_env(dsn: str, kafka: str, state_dir: Path) -> dict[str, str]:
             "KAFKA_BROKER": kafka,
             "SHOPSTREAM_STATE_DIR": str(state_dir),
             "JWT_SECRET": TEST_JWT_SECRET,
+            "INTERNAL_SECRET": TEST_INTERNAL_SECRET,
             "SANDBOX_PROVIDER_SECRET": TEST_SANDBOX_SECRET,
             # Tansu has no idempotent producer; kafka_env() turns it on for Apache Kafka.
             "KAFKA_PRODUCER_IDEMPOTENCE": "false",
