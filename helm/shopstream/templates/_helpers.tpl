@@ -62,7 +62,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- if kindIs "slice" $b }}{{ join "," $b }}{{ else }}{{ $b }}{{ end }}
 {{- end }}
 
-{{/* The Secret holding JWT_SECRET, DATABASE_URL and the OAuth client secrets. checkSecrets fails
+{{/* The Secret holding JWT_SECRET, INTERNAL_SECRET, DATABASE_URL and the OAuth client secrets. checkSecrets fails
 early when neither the values nor an existing Secret provide them, or when an enabled OAuth
 provider lacks its redirect URL or client secret. */}}
 {{- define "shopstream.secretName" -}}
@@ -78,6 +78,10 @@ provider lacks its redirect URL or client secret. */}}
 {{- $jwt := required "set secrets.jwtSecret (at least 32 characters) or secrets.existingSecret" .Values.secrets.jwtSecret }}
 {{- if lt (len $jwt) 32 }}
 {{- fail "secrets.jwtSecret must be at least 32 characters" }}
+{{- end }}
+{{- $internal := required "set secrets.internalSecret (at least 32 characters, e.g. openssl rand -hex 32) or secrets.existingSecret" .Values.secrets.internalSecret }}
+{{- if lt (len $internal) 32 }}
+{{- fail "secrets.internalSecret must be at least 32 characters" }}
 {{- end }}
 {{- $_ := required "set secrets.databaseUrl (postgresql://user:password@host:5432/db) or secrets.existingSecret" .Values.secrets.databaseUrl }}
 {{- if include "shopstream.sandbox" . }}
@@ -197,10 +201,11 @@ google facebook github
 {{- join " " $enabled }}
 {{- end }}
 
-{{/* The chart's own Secret, as stringData: JWT_SECRET, DATABASE_URL, the sandbox provider's
-secret and the client secret of each enabled OAuth provider. */}}
+{{/* The chart's own Secret, as stringData: JWT_SECRET, INTERNAL_SECRET, DATABASE_URL, the
+sandbox provider's secret and the client secret of each enabled OAuth provider. */}}
 {{- define "shopstream.secretData" -}}
 {{ .Values.secrets.keys.jwtSecret }}: {{ .Values.secrets.jwtSecret | quote }}
+{{ .Values.secrets.keys.internalSecret }}: {{ .Values.secrets.internalSecret | quote }}
 {{ .Values.secrets.keys.databaseUrl }}: {{ .Values.secrets.databaseUrl | quote }}
 {{- if include "shopstream.sandbox" . }}
 {{ .Values.secrets.keys.sandboxProviderSecret }}: {{ .Values.secrets.sandboxProviderSecret | quote }}
@@ -251,19 +256,30 @@ PYTHONDONTWRITEBYTECODE: "1"
 HOME: "/tmp"
 {{- end }}
 
-{{/* JWT_SECRET and DATABASE_URL from the Secret. */}}
+{{/* What every long-running process gets from the Secret: DATABASE_URL, INTERNAL_SECRET (service
+tokens and signed commands between the gateway and the workers) and the Kafka password. */}}
 {{- define "shopstream.secretEnv" -}}
-- name: JWT_SECRET
+- name: INTERNAL_SECRET
   valueFrom:
     secretKeyRef:
       name: {{ include "shopstream.secretName" . }}
-      key: {{ .Values.secrets.keys.jwtSecret }}
+      key: {{ .Values.secrets.keys.internalSecret }}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:
       name: {{ include "shopstream.secretName" . }}
       key: {{ .Values.secrets.keys.databaseUrl }}
 {{- include "shopstream.kafkaPasswordEnv" (dict "root" . "secret" (include "shopstream.secretName" .)) }}
+{{- end }}
+
+{{/* JWT_SECRET from the Secret: only for the gateway (it checks access tokens) and the users
+worker (it mints them). */}}
+{{- define "shopstream.jwtEnv" -}}
+- name: JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "shopstream.secretName" . }}
+      key: {{ .Values.secrets.keys.jwtSecret }}
 {{- end }}
 
 {{/* CORS_ORIGINS as one comma-separated string: gateway.cors.origins, or when that is empty and
