@@ -751,10 +751,81 @@ def test_kafka_mutual_tls() -> None:
         }
 
 
+def test_each_process_can_have_its_own_kafka_principal() -> None:
+    """For per-principal ACLs: a process listed under kafka.security.principals gets its own
+    SASL user or client certificate; the others keep the shared ones."""
+    values = kafka_values(
+        {
+            "security": {
+                "protocol": "SASL_SSL",
+                "sasl": {"username": "shopstream"},
+                "tls": {"caSecret": "cluster-ca"},
+                "principals": {
+                    "gateway": {
+                        "username": "shopstream-gateway",
+                        "passwordSecret": {"name": "shopstream-gateway"},
+                    },
+                    "orders": {"clientSecret": "shopstream-orders-tls"},
+                    "migrate": {
+                        "username": "shopstream-admin",
+                        "passwordSecret": {"name": "shopstream-admin", "key": "pw"},
+                    },
+                },
+            }
+        },
+        kafkaSaslPassword=KAFKA_PASSWORD,
+    )
+    docs = render(values)
+    validate_all(docs)
+    (job,) = of_kind(docs, "Job").values()
+    by_component = {
+        **{
+            dep.removeprefix(f"{RELEASE}-"): workload
+            for dep, workload in of_kind(docs, "Deployment").items()
+        },
+        "migrate": job,
+    }
+    expected = {
+        "gateway": ("shopstream-gateway", "<secret:shopstream-gateway/password>"),
+        "migrate": ("shopstream-admin", "<secret:shopstream-admin/pw>"),
+    }
+    for component, workload in by_component.items():
+        container = only_container(workload)
+        env = resolve_env(container, docs)
+        user, password = expected.get(component, ("shopstream", KAFKA_PASSWORD))
+        assert (env["KAFKA_SASL_USERNAME"], env["KAFKA_SASL_PASSWORD"]) == (user, password)
+        volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+        mounts = {m["name"] for m in container["volumeMounts"]}
+        security = Settings.from_env(app_env(env)).kafka_security
+        assert security.ssl_cafile == "/etc/shopstream/kafka-ca/ca.crt"
+        if component == "orders":
+            assert volumes["kafka-client"]["secret"]["secretName"] == "shopstream-orders-tls"
+            assert "kafka-client" in mounts
+            assert security.ssl_certfile == "/etc/shopstream/kafka-client/user.crt"
+        else:
+            assert "kafka-client" not in volumes, component
+            assert "kafka-client" not in mounts, component
+            assert not security.ssl_certfile, component
+    (configmap,) = of_kind(docs, "ConfigMap").values()
+    assert not set(configmap["data"]) & {"KAFKA_SASL_USERNAME", "KAFKA_SSL_CERTFILE"}
+
+
 @pytest.mark.parametrize(
     ("kafka", "match"),
     [
         ({"security": {"protocol": "TLS"}}, r"protocol"),
+        (
+            {
+                "security": {
+                    "protocol": "SASL_SSL",
+                    "sasl": {"username": "u"},
+                    "principals": {"gateway": {"username": "g"}},
+                }
+            },
+            r"principals\.gateway\.passwordSecret",
+        ),
+        ({"security": {"principals": {"orders": {"clientSecret": "t"}}}}, r"SSL or SASL_SSL"),
+        ({"security": {"principals": {"admin": {}}}}, r"admin"),
         ({"security": {"protocol": "SASL_SSL", "sasl": {"mechanism": "GSSAPI"}}}, r"mechanism"),
         ({"security": {"protocol": "SASL_SSL"}}, r"sasl\.username"),
         ({"security": {"protocol": "SASL_SSL", "sasl": {"username": "u"}}}, r"kafkaSaslPassword"),
