@@ -83,6 +83,31 @@ def _topics_asyncapi(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _principal(text: str) -> tuple[str, str]:
+    from topics.acls import PRINCIPALS
+
+    role, sep, principal = text.partition("=")
+    if not sep or role not in PRINCIPALS or not principal.startswith("User:"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give ROLE=User:NAME, ROLE one of {', '.join(PRINCIPALS)}"
+        )
+    return role, principal
+
+
+def _topics_acls(settings: Settings, args: argparse.Namespace) -> int:
+    from topics.acls import create_acls, default_principals, kafka_acls_script
+
+    principals = default_principals() | dict(args.principal)
+    if not args.apply:
+        print(kafka_acls_script(principals), end="")
+        return 0
+    count = asyncio.run(
+        create_acls(settings.require_kafka(), principals, security=settings.kafka_security)
+    )
+    print(f"{count} ACLs in place")
+    return 0
+
+
 def _dev_token(settings: Settings, args: argparse.Namespace) -> int:
     from gateway.auth import mint_token
 
@@ -262,6 +287,24 @@ def parser() -> argparse.ArgumentParser:
     topics.add_parser("asyncapi", help="print the AsyncAPI document").set_defaults(
         func=_topics_asyncapi
     )
+    acls = topics.add_parser(
+        "acls",
+        help="print the kafka-acls.sh commands that grant each process its topics, or --apply",
+    )
+    acls.add_argument(
+        "--principal",
+        type=_principal,
+        action="append",
+        default=[],
+        metavar="ROLE=User:NAME",
+        help="the principal of a role (default User:shopstream-<role>, User:partner)",
+    )
+    acls.add_argument(
+        "--apply",
+        action="store_true",
+        help="create them on KAFKA_BROKER, as the (super) user KAFKA_SASL_*/KAFKA_SSL_* give",
+    )
+    acls.set_defaults(func=_topics_acls)
     users = sub.add_parser("users", help="accounts").add_subparsers(
         dest="users_command", required=True
     )
