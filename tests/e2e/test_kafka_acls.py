@@ -65,9 +65,9 @@ def world() -> Iterator[World]:
         cluster = KafkaCluster(
             tmp / "kafka", nodes=1, sasl_users=dict.fromkeys(USERS.values(), PASSWORD), acls=True
         )
-        cluster.start()
         w: World | None = None
         try:
+            cluster.start()
             asyncio.run(migrate(pg.dsn))
             asyncio.run(create_acls(cluster.bootstrap, default_principals()))
             common = base_env(pg.dsn, cluster.sasl_bootstrap, tmp) | kafka_env(cluster)

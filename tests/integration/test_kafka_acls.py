@@ -53,8 +53,8 @@ def acl_cluster() -> Iterator[KafkaCluster]:
     users = dict.fromkeys(PRINCIPAL_NAMES.values(), PASSWORD)
     with shared_tmpdir("shopstream-kafka-acls-") as tmp:
         cluster = KafkaCluster(tmp, nodes=1, sasl_users=users, acls=True)
-        cluster.start()
         try:
+            cluster.start()
             yield cluster
         finally:
             cluster.stop()
