@@ -17,9 +17,16 @@ from agents.common.settings import Settings, SettingsError
 
 
 def _with_running_platform(settings: Settings) -> Settings:
-    """Fill DATABASE_URL and KAFKA_BROKER from a `shopstream run` of this directory, if unset."""
-    from agents.supervisor import run_file
+    """Fill DATABASE_URL and KAFKA_BROKER from a `shopstream run` of this directory, and
+    JWT_SECRET and INTERNAL_SECRET from the ones it keeps there, if unset."""
+    from agents.supervisor import INTERNAL_SECRET_FILE, JWT_SECRET_FILE, kept_secret, run_file
 
+    settings = replace(
+        settings,
+        jwt_secret=settings.jwt_secret or kept_secret(settings.state_dir, JWT_SECRET_FILE),
+        internal_secret=settings.internal_secret
+        or kept_secret(settings.state_dir, INTERNAL_SECRET_FILE),
+    )
     path = run_file(settings)
     if (settings.database_url and settings.kafka_broker) or not path.exists():
         return settings
@@ -73,6 +80,31 @@ def _topics_asyncapi(settings: Settings, args: argparse.Namespace) -> int:
     from topics.asyncapi import asyncapi_document
 
     print(json.dumps(asyncapi_document(), indent=2))
+    return 0
+
+
+def _principal(text: str) -> tuple[str, str]:
+    from topics.acls import PRINCIPALS
+
+    role, sep, principal = text.partition("=")
+    if not sep or role not in PRINCIPALS or not principal.startswith("User:"):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give ROLE=User:NAME, ROLE one of {', '.join(PRINCIPALS)}"
+        )
+    return role, principal
+
+
+def _topics_acls(settings: Settings, args: argparse.Namespace) -> int:
+    from topics.acls import create_acls, default_principals, kafka_acls_script
+
+    principals = default_principals() | dict(args.principal)
+    if not args.apply:
+        print(kafka_acls_script(principals), end="")
+        return 0
+    count = asyncio.run(
+        create_acls(settings.require_kafka(), principals, security=settings.kafka_security)
+    )
+    print(f"{count} ACLs in place")
     return 0
 
 
@@ -296,6 +328,24 @@ def parser() -> argparse.ArgumentParser:
     topics.add_parser("asyncapi", help="print the AsyncAPI document").set_defaults(
         func=_topics_asyncapi
     )
+    acls = topics.add_parser(
+        "acls",
+        help="print the kafka-acls.sh commands that grant each process its topics, or --apply",
+    )
+    acls.add_argument(
+        "--principal",
+        type=_principal,
+        action="append",
+        default=[],
+        metavar="ROLE=User:NAME",
+        help="the principal of a role (default User:shopstream-<role>, User:partner)",
+    )
+    acls.add_argument(
+        "--apply",
+        action="store_true",
+        help="create them on KAFKA_BROKER, as the (super) user KAFKA_SASL_*/KAFKA_SSL_* give",
+    )
+    acls.set_defaults(func=_topics_acls)
     users = sub.add_parser("users", help="accounts").add_subparsers(
         dest="users_command", required=True
     )

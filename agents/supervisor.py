@@ -33,6 +33,8 @@ from topics.admin import ensure_topics
 DOMAINS = ("users", "products", "orders", "payments")
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
+JWT_SECRET_FILE = "jwt-secret"
+INTERNAL_SECRET_FILE = "internal-secret"
 COLOURS = {"users": 35, "products": 36, "orders": 33, "payments": 32, "gateway": 34}
 
 
@@ -68,7 +70,28 @@ def sandbox_secret(state_dir: Path) -> str:
 
 def internal_secret(state_dir: Path) -> str:
     """The secret the gateway and the workers sign service tokens and commands with."""
-    return state_secret(state_dir, "internal-secret")
+    return state_secret(state_dir, INTERNAL_SECRET_FILE)
+
+
+def jwt_secret(state_dir: Path) -> str:
+    """The key the users worker signs access and refresh tokens with and the gateway checks."""
+    return state_secret(state_dir, JWT_SECRET_FILE)
+
+
+def local_secrets(env: Mapping[str, str], state_dir: Path) -> dict[str, str]:
+    """The secrets `env` leaves unset, as this state directory keeps them for the children."""
+    made = {
+        "SANDBOX_PROVIDER_SECRET": sandbox_secret,
+        "INTERNAL_SECRET": internal_secret,
+        "JWT_SECRET": jwt_secret,
+    }
+    return {name: make(state_dir) for name, make in made.items() if not env.get(name)}
+
+
+def kept_secret(state_dir: Path, name: str) -> str:
+    """A secret `shopstream run` made in this state directory, or "" if it made none."""
+    path = state_dir / name
+    return path.read_text().strip() if path.is_file() else ""
 
 
 def say(line: str) -> None:
@@ -250,10 +273,7 @@ def run(settings: Settings, *, demo: bool = True) -> int:
     env = dict(os.environ)
     env.setdefault("LOG_FORMAT", "text")
     env.setdefault("SHOPSTREAM_STATE_DIR", str(settings.state_dir.resolve()))
-    if not env.get("SANDBOX_PROVIDER_SECRET"):
-        env["SANDBOX_PROVIDER_SECRET"] = sandbox_secret(settings.state_dir)
-    if not env.get("INTERNAL_SECRET"):
-        env["INTERNAL_SECRET"] = internal_secret(settings.state_dir)
+    env.update(local_secrets(env, settings.state_dir))
     postgres: EmbeddedPostgres | None = None
     tansu: EmbeddedTansu | None = None
     cluster: KafkaCluster | None = None

@@ -12,8 +12,10 @@ from gateway.server import serve
 
 
 def main() -> None:
-    settings = Settings.from_env()
     try:
+        settings = Settings.from_env()
+        settings.require_jwt_secret()
+        settings.require_internal_secret()
         settings.require_payment_secrets()
     except SettingsError as e:
         sys.exit(f"gateway: {e}")

@@ -143,6 +143,8 @@ class KafkaCluster:
     With 3 nodes or more, topics default to replication 3 and `min.insync.replicas` 2.
     With `sasl_users` ({name: password}), each node also has a SASL_PLAINTEXT listener
     (`sasl_bootstrap`) taking those users with PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512.
+    With `acls`, the brokers authorize every request (KRaft's StandardAuthorizer, nothing allowed
+    without an ACL); the PLAINTEXT listeners' anonymous principal is the super user.
     """
 
     def __init__(
@@ -152,12 +154,14 @@ class KafkaCluster:
         nodes: int = 1,
         heap_mb: int = 512,
         sasl_users: Mapping[str, str] | None = None,
+        acls: bool = False,
     ) -> None:
         if nodes < 1:
             raise ValueError("a cluster needs at least one node")
         self.base_dir = base_dir.resolve()
         self.heap_mb = heap_mb
         self.sasl_users = dict(sasl_users or {})
+        self.acls = acls
         self.nodes = [
             KafkaNode(
                 i,
@@ -223,6 +227,12 @@ class KafkaCluster:
         }
         if self.sasl_users:
             lines |= self._sasl_config(node)
+        if self.acls:
+            lines |= {
+                "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+                "super.users": "User:ANONYMOUS",
+                "allow.everyone.if.no.acl.found": "false",
+            }
         return "".join(f"{k}={v}\n" for k, v in lines.items())
 
     def _sasl_config(self, node: KafkaNode) -> dict[str, object]:

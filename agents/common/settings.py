@@ -244,6 +244,11 @@ class PaymentSettings:
 PAYMENT_PROVIDERS = ("sandbox",)
 SECRET_MIN = 32
 
+_SECRET_HINT = (
+    "set one of at least 32 characters (e.g. openssl rand -hex 32), the same in every process "
+    "that gets it; shopstream run makes one for its children and keeps it in its state directory"
+)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -264,7 +269,8 @@ class Settings:
     auth: AuthSettings = field(default_factory=AuthSettings)
     edge: EdgeSettings = field(default_factory=EdgeSettings)
     request_timeout_s: float = 5.0
-    jwt_secret: str = "dev-insecure-secret-change-me-0123456789"
+    # No defaults: `shopstream run` makes both (agents/supervisor.py); a deployment sets its own.
+    jwt_secret: str = field(default="", repr=False)
     # Signs the service tokens of gRPC calls and the commands on command topics (issue 11).
     internal_secret: str = field(default="", repr=False)
     jwt_issuer: str = "shopstream"
@@ -371,7 +377,7 @@ class Settings:
             raise SettingsError("KAFKA_REPLICATION_FACTOR must be 0 (the cluster's) or more")
         if settings.topic_partitions < 0:
             raise SettingsError("KAFKA_TOPIC_PARTITIONS must be 0 (the catalogue's) or more")
-        if len(settings.jwt_secret) < 32:
+        if settings.jwt_secret and len(settings.jwt_secret) < 32:
             raise SettingsError("JWT_SECRET must be at least 32 characters")
         if settings.internal_secret and len(settings.internal_secret) < 32:
             raise SettingsError("INTERNAL_SECRET must be at least 32 characters")
@@ -387,6 +393,20 @@ class Settings:
         if not self.database_url:
             raise SettingsError("DATABASE_URL is not set (shopstream run sets it for its children)")
         return self.database_url
+
+    def require_jwt_secret(self) -> str:
+        """The gateway and the users worker sign and check access tokens: they refuse to start
+        without the key, which no two installs share."""
+        if not self.jwt_secret:
+            raise SettingsError(f"JWT_SECRET is not set: {_SECRET_HINT}")
+        return self.jwt_secret
+
+    def require_internal_secret(self) -> str:
+        """The gateway and every worker sign and check service tokens and commands with it:
+        each refuses to start without it."""
+        if not self.internal_secret:
+            raise SettingsError(f"INTERNAL_SECRET is not set: {_SECRET_HINT}")
+        return self.internal_secret
 
     def require_payment_secrets(self) -> None:
         """The gateway and the payments worker sign and check provider reports: they refuse to

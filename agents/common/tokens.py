@@ -59,7 +59,7 @@ def mint(
     if family is not None:
         claims["fam"] = str(family)
     return IssuedToken(
-        jwt.encode(claims, settings.jwt_secret, algorithm=ALGORITHMS[0]), jti, expires
+        jwt.encode(claims, settings.require_jwt_secret(), algorithm=ALGORITHMS[0]), jti, expires
     )
 
 
@@ -67,7 +67,7 @@ def decode(settings: Settings, token: str, typ: TokenType) -> dict[str, Any]:
     try:
         claims: dict[str, Any] = jwt.decode(
             token,
-            settings.jwt_secret,
+            settings.require_jwt_secret(),
             algorithms=ALGORITHMS,
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,

@@ -8,8 +8,9 @@ from agents.payments.app import bootstrap
 
 
 def main() -> None:
-    settings = Settings.from_env()
     try:
+        settings = Settings.from_env()
+        settings.require_internal_secret()
         settings.require_payment_secrets()
     except SettingsError as e:
         sys.exit(f"payments: {e}")

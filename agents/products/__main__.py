@@ -1,12 +1,18 @@
 """`python -m agents.products`: the catalogue worker."""
 
+import sys
+
 from agents.common.runtime import run_worker
-from agents.common.settings import Settings
+from agents.common.settings import Settings, SettingsError
 from agents.products.app import bootstrap
 
 
 def main() -> None:
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+        settings.require_internal_secret()
+    except SettingsError as e:
+        sys.exit(f"products: {e}")
     app, runtime = bootstrap(settings)
     run_worker(app, runtime, settings)
 

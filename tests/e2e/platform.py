@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.common.embedded import port_open
-from agents.supervisor import internal_secret, sandbox_secret
+from agents.supervisor import internal_secret, jwt_secret, sandbox_secret
 from tests.infra import base_env
 
 SHOPSTREAM = str(Path(sys.executable).parent / "shopstream")
@@ -42,6 +42,11 @@ class Platform:
     def internal_secret(self) -> str:
         """The secret `shopstream run` made for service tokens and signed commands."""
         return self.env.get("INTERNAL_SECRET") or internal_secret(self.state_dir)
+
+    @property
+    def jwt_secret(self) -> str:
+        """The key `shopstream run` made for access and refresh tokens."""
+        return self.env.get("JWT_SECRET") or jwt_secret(self.state_dir)
 
     def addr(self, env_name: str) -> str:
         return self.env[env_name]
@@ -149,7 +154,13 @@ class Platform:
 
 def platform_env(state_dir: Path) -> dict[str, str]:
     env = base_env("", "", state_dir)
-    # As under `make run`, shopstream run makes the sandbox provider's and the internal secret.
-    del env["DATABASE_URL"], env["KAFKA_BROKER"], env["SANDBOX_PROVIDER_SECRET"]
-    del env["INTERNAL_SECRET"]
+    # As under `make run`, shopstream run makes the secrets itself.
+    for name in (
+        "DATABASE_URL",
+        "KAFKA_BROKER",
+        "SANDBOX_PROVIDER_SECRET",
+        "JWT_SECRET",
+        "INTERNAL_SECRET",
+    ):
+        del env[name]
     return env

@@ -81,7 +81,8 @@ ADDR_VARS = {
 }
 PORTS = {"gateway": 8080, "users": 50001, "products": 40001, "orders": 30001, "payments": 60001}
 
-# What every shopstream process gets, and what the gateway gets on top.
+# What every shopstream process gets (the one-shot init and hook job too), and what the gateway
+# gets on top.
 COMMON_ENV = frozenset(
     {
         "DATABASE_URL",
@@ -89,7 +90,6 @@ COMMON_ENV = frozenset(
         "LISTEN_HOST",
         "GATEWAY_PORT",
         *ADDR_VARS.values(),
-        "JWT_SECRET",
         "JWT_ISSUER",
         "JWT_AUDIENCE",
         "KAFKA_FETCH_MAX_WAIT_MS",
@@ -101,7 +101,12 @@ COMMON_ENV = frozenset(
         "REQUEST_TIMEOUT_S",
     }
 )
-GATEWAY_ENV = COMMON_ENV | {"GATEWAY_INSTANCE"}
+# The secrets between processes, neither with a default: every long-running process signs and
+# checks with INTERNAL_SECRET; only the gateway (checks access tokens) and the users worker (mints
+# them) get JWT_SECRET. The one-shot init and hook job get neither.
+INTERNAL_ENV = frozenset({"INTERNAL_SECRET"})
+JWT_ENV = frozenset({"JWT_SECRET"})
+GATEWAY_ENV = COMMON_ENV | INTERNAL_ENV | JWT_ENV | {"GATEWAY_INSTANCE"}
 
 PROVIDERS = ("google", "facebook", "github")
 
@@ -124,6 +129,9 @@ AUTH_ENV = frozenset(
         "ARGON2_PARALLELISM",
     }
 )
+# Verification mail: the chart sends none (a production log is no mailbox); compose keeps the
+# app's default, the log.
+MAIL_ENV = frozenset({"MAILER"})
 # The gateway's edge. The chart always sets the rate limits, and CORS_ORIGINS and TRUSTED_PROXIES
 # once they have a value; compose sets CORS_ORIGINS only.
 RATE_LIMIT_ENV = frozenset(
@@ -174,32 +182,34 @@ TUNING_ENV = OAUTH_ENDPOINT_ENV | {
 # its reports) and the payments worker (sessions at PUBLIC_URL, reports checked), and no other.
 PAYMENTS_ENV = frozenset({"PAYMENT_PROVIDER", "PUBLIC_URL", "SANDBOX_PROVIDER_SECRET"})
 # Left to the app's defaults by docker-compose only (it is a single-machine development setup).
-COMPOSE_DEFAULT_ENV = (
-    AUTH_ENV
-    | RATE_LIMIT_ENV
-    | KAFKA_SASL_ENV
-    | KAFKA_SSL_ENV
-    | {"TRUSTED_PROXIES", "GATEWAY_REPLICAS"}
-)
+COMPOSE_DEFAULT_ENV = AUTH_ENV | MAIL_ENV | RATE_LIMIT_ENV | {"TRUSTED_PROXIES", "GATEWAY_REPLICAS"}
+# docker-compose passes the Kafka client settings through from the shell (empty: its own broker).
+COMPOSE_COMMON_ENV = COMMON_ENV | KAFKA_SASL_ENV | KAFKA_SSL_ENV
 # What docker-compose gives each app service, exactly.
 COMPOSE_ENV = {
-    "init": COMMON_ENV,
-    "users": COMMON_ENV | OAUTH_CLIENT_ENV,
-    "products": COMMON_ENV,
-    "orders": COMMON_ENV,
-    "payments": COMMON_ENV | PAYMENTS_ENV,
-    "gateway": GATEWAY_ENV | PAYMENTS_ENV | {"CORS_ORIGINS"},
+    "init": COMPOSE_COMMON_ENV,
+    "users": COMPOSE_COMMON_ENV | INTERNAL_ENV | JWT_ENV | OAUTH_CLIENT_ENV,
+    "products": COMPOSE_COMMON_ENV | INTERNAL_ENV,
+    "orders": COMPOSE_COMMON_ENV | INTERNAL_ENV,
+    "payments": COMPOSE_COMMON_ENV | INTERNAL_ENV | PAYMENTS_ENV,
+    "gateway": COMPOSE_COMMON_ENV | GATEWAY_ENV | PAYMENTS_ENV | {"CORS_ORIGINS"},
 }
-# What the compose tests put in the shell: the one secret compose has no default for.
+# What the compose tests put in the shell: the secrets compose has no default for.
 COMPOSE_SANDBOX_SECRET = "test-only-compose-sandbox-secret-0123456789"
+COMPOSE_SECRETS = {
+    "SANDBOX_PROVIDER_SECRET": COMPOSE_SANDBOX_SECRET,
+    "JWT_SECRET": "test-only-compose-jwt-secret-0123456789abcdef",
+    "INTERNAL_SECRET": "test-only-compose-internal-secret-0123456789",
+    "POSTGRES_PASSWORD": "testonly0123",
+}
 COMPOSE_CORS_ORIGINS = "http://localhost:3000,http://localhost:8080,http://127.0.0.1:8080"
 # What the chart always gives each Deployment (on top of optional ones, extraEnv and Python's own).
 CHART_ENV = {
     "gateway": GATEWAY_ENV | RATE_LIMIT_ENV | PAYMENTS_ENV | {"GATEWAY_REPLICAS"},
-    "users": COMMON_ENV | AUTH_ENV,
-    "products": COMMON_ENV,
-    "orders": COMMON_ENV,
-    "payments": COMMON_ENV | PAYMENTS_ENV,
+    "users": COMMON_ENV | INTERNAL_ENV | JWT_ENV | AUTH_ENV | MAIL_ENV,
+    "products": COMMON_ENV | INTERNAL_ENV,
+    "orders": COMMON_ENV | INTERNAL_ENV,
+    "payments": COMMON_ENV | INTERNAL_ENV | PAYMENTS_ENV,
 }
 # Set by the chart for Python itself, not read by Settings.
 PYTHON_ENV = frozenset({"PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "HOME"})
@@ -390,7 +400,10 @@ def test_default_values_demand_the_secrets() -> None:
     only_url = {"secrets": {"databaseUrl": "postgresql://u:p@db:5432/shop"}}
     with pytest.raises(helm.HelmError, match=r"jwtSecret"):
         render(only_url)
-    no_sandbox = {"secrets": {**only_url["secrets"], "jwtSecret": "j" * 32}}
+    no_internal = {"secrets": {**only_url["secrets"], "jwtSecret": "j" * 32}}
+    with pytest.raises(helm.HelmError, match=r"secrets\.internalSecret"):
+        render(no_internal)
+    no_sandbox = {"secrets": {**no_internal["secrets"], "internalSecret": "i" * 32}}
     with pytest.raises(helm.HelmError, match=r"secrets\.sandboxProviderSecret"):
         render(no_sandbox)
 
@@ -399,6 +412,7 @@ def test_default_values_demand_the_secrets() -> None:
     ("override", "match"),
     [
         ({"secrets": {"jwtSecret": "too-short"}}, r"jwtSecret"),
+        ({"secrets": {"internalSecret": "too-short"}}, r"internalSecret"),
         ({"secrets": {"sandboxProviderSecret": "too-short"}}, r"sandboxProviderSecret"),
         ({"payments": {"provider": "stripe"}}, r"provider"),
         ({"gateway": {"publicUrl": "shop.example.com"}}, r"publicUrl"),
@@ -746,10 +760,81 @@ def test_kafka_mutual_tls() -> None:
         }
 
 
+def test_each_process_can_have_its_own_kafka_principal() -> None:
+    """For per-principal ACLs: a process listed under kafka.security.principals gets its own
+    SASL user or client certificate; the others keep the shared ones."""
+    values = kafka_values(
+        {
+            "security": {
+                "protocol": "SASL_SSL",
+                "sasl": {"username": "shopstream"},
+                "tls": {"caSecret": "cluster-ca"},
+                "principals": {
+                    "gateway": {
+                        "username": "shopstream-gateway",
+                        "passwordSecret": {"name": "shopstream-gateway"},
+                    },
+                    "orders": {"clientSecret": "shopstream-orders-tls"},
+                    "migrate": {
+                        "username": "shopstream-admin",
+                        "passwordSecret": {"name": "shopstream-admin", "key": "pw"},
+                    },
+                },
+            }
+        },
+        kafkaSaslPassword=KAFKA_PASSWORD,
+    )
+    docs = render(values)
+    validate_all(docs)
+    (job,) = of_kind(docs, "Job").values()
+    by_component = {
+        **{
+            dep.removeprefix(f"{RELEASE}-"): workload
+            for dep, workload in of_kind(docs, "Deployment").items()
+        },
+        "migrate": job,
+    }
+    expected = {
+        "gateway": ("shopstream-gateway", "<secret:shopstream-gateway/password>"),
+        "migrate": ("shopstream-admin", "<secret:shopstream-admin/pw>"),
+    }
+    for component, workload in by_component.items():
+        container = only_container(workload)
+        env = resolve_env(container, docs)
+        user, password = expected.get(component, ("shopstream", KAFKA_PASSWORD))
+        assert (env["KAFKA_SASL_USERNAME"], env["KAFKA_SASL_PASSWORD"]) == (user, password)
+        volumes = {v["name"]: v for v in pod_spec(workload)["volumes"]}
+        mounts = {m["name"] for m in container["volumeMounts"]}
+        security = Settings.from_env(app_env(env)).kafka_security
+        assert security.ssl_cafile == "/etc/shopstream/kafka-ca/ca.crt"
+        if component == "orders":
+            assert volumes["kafka-client"]["secret"]["secretName"] == "shopstream-orders-tls"
+            assert "kafka-client" in mounts
+            assert security.ssl_certfile == "/etc/shopstream/kafka-client/user.crt"
+        else:
+            assert "kafka-client" not in volumes, component
+            assert "kafka-client" not in mounts, component
+            assert not security.ssl_certfile, component
+    (configmap,) = of_kind(docs, "ConfigMap").values()
+    assert not set(configmap["data"]) & {"KAFKA_SASL_USERNAME", "KAFKA_SSL_CERTFILE"}
+
+
 @pytest.mark.parametrize(
     ("kafka", "match"),
     [
         ({"security": {"protocol": "TLS"}}, r"protocol"),
+        (
+            {
+                "security": {
+                    "protocol": "SASL_SSL",
+                    "sasl": {"username": "u"},
+                    "principals": {"gateway": {"username": "g"}},
+                }
+            },
+            r"principals\.gateway\.passwordSecret",
+        ),
+        ({"security": {"principals": {"orders": {"clientSecret": "t"}}}}, r"SSL or SASL_SSL"),
+        ({"security": {"principals": {"admin": {}}}}, r"admin"),
         ({"security": {"protocol": "SASL_SSL", "sasl": {"mechanism": "GSSAPI"}}}, r"mechanism"),
         ({"security": {"protocol": "SASL_SSL"}}, r"sasl\.username"),
         ({"security": {"protocol": "SASL_SSL", "sasl": {"username": "u"}}}, r"kafkaSaslPassword"),
@@ -824,6 +909,7 @@ def test_identity_and_edge_defaults_are_the_apps() -> None:
             "memoryKiB": app_auth.argon2_memory_kib,
             "parallelism": app_auth.argon2_parallelism,
         },
+        "mailer": "none",  # not the app's "log": a production log is read by more than the owner
     }
     assert values["gateway"]["rateLimits"] == {
         "userPerMinute": app_edge.user_rate_per_min,
@@ -875,6 +961,7 @@ def test_auth_settings_go_to_the_users_process_only(minimal: list[Manifest]) -> 
     }
     assert not set(users) & OAUTH_CLIENT_ENV, "no provider is configured by default"
     assert Settings.from_env(users).auth == AuthSettings()
+    assert users["MAILER"] == "none", "no verification link in a production log"
     for component in PORTS:
         env = env_of(minimal, component)
         if component != "users":
@@ -924,11 +1011,12 @@ def test_oauth_provider_env_only_when_configured(configured: tuple[str, ...]) ->
     secrets = of_kind(docs, "Secret")
     assert set(secrets[name("secrets")]["stringData"]) == {
         "JWT_SECRET",
+        "INTERNAL_SECRET",
         "DATABASE_URL",
         "SANDBOX_PROVIDER_SECRET",
         *(f"{p.upper()}_CLIENT_SECRET" for p in configured),
     }
-    assert set(secrets[name("migrate")]["stringData"]) == {"JWT_SECRET", "DATABASE_URL"}
+    assert set(secrets[name("migrate")]["stringData"]) == {"DATABASE_URL"}
     assert "orphan" not in json.dumps(docs)
     providers = Settings.from_env(env).auth.providers
     assert {p for p in PROVIDERS if providers[p].configured} == set(configured)
@@ -958,7 +1046,10 @@ def test_existing_secret_key_names_are_configurable() -> None:
 def test_secret_values_stay_in_secrets() -> None:
     values = oauth_values(load_values("minimal"))
     docs = render(values)
-    secrets = [values["secrets"][k] for k in ("jwtSecret", "databaseUrl", "sandboxProviderSecret")]
+    secrets = [
+        values["secrets"][k]
+        for k in ("jwtSecret", "internalSecret", "databaseUrl", "sandboxProviderSecret")
+    ]
     secrets += OAUTH_SECRETS.values()
     outside = [d for d in docs if d["kind"] != "Secret"]
     assert {d["kind"] for d in outside} >= {"ConfigMap", "Deployment", "Job", "Service"}
@@ -1149,6 +1240,145 @@ def test_a_new_sandbox_secret_rolls_the_gateway_and_payments() -> None:
         assert before["annotations"]["checksum/secrets"] != after["annotations"]["checksum/secrets"]
 
 
+# --- the secrets between processes, and the NetworkPolicy ------------------------------------
+
+
+def test_internal_and_jwt_secrets_go_only_where_they_are_used(
+    minimal: list[Manifest], full: list[Manifest]
+) -> None:
+    """INTERNAL_SECRET reaches the gateway and every worker, JWT_SECRET the gateway and the users
+    worker only; the hook job gets neither. Each process then starts (its require_* passes)."""
+    values = load_values("minimal")["secrets"]
+    existing = load_values("full")["secrets"]["existingSecret"]
+    for component in PORTS:
+        env = env_of(minimal, component)
+        settings = Settings.from_env(env)
+        assert settings.require_internal_secret() == values["internalSecret"], component
+        full_env = env_of(full, component)
+        assert full_env["INTERNAL_SECRET"] == f"<secret:{existing}/INTERNAL_SECRET>"
+        if component in ("gateway", "users"):
+            assert settings.require_jwt_secret() == values["jwtSecret"], component
+            assert full_env["JWT_SECRET"] == f"<secret:{existing}/JWT_SECRET>"
+        else:
+            assert "JWT_SECRET" not in env, component
+            assert "JWT_SECRET" not in full_env, component
+    for docs in (minimal, full):
+        (job,) = of_kind(docs, "Job").values()
+        assert not set(resolve_env(only_container(job), docs)) & (INTERNAL_ENV | JWT_ENV)
+    hook_secret = of_kind(minimal, "Secret")[name("migrate")]
+    assert set(hook_secret["stringData"]) == {"DATABASE_URL"}
+    assert (
+        of_kind(minimal, "Secret")[name("secrets")]["stringData"]["INTERNAL_SECRET"]
+        == (values["internalSecret"])
+    )
+
+
+def test_a_new_internal_secret_rolls_every_pod() -> None:
+    values = load_values("minimal")
+    rotated = copy.deepcopy(values)
+    rotated["secrets"]["internalSecret"] = "test-only-rotated-internal-secret-0123456789"
+    before, after = (of_kind(render(v), "Deployment") for v in (values, rotated))
+    for dep in before:
+        checksum = "checksum/secrets"
+        old = before[dep]["spec"]["template"]["metadata"]["annotations"][checksum]
+        assert old != after[dep]["spec"]["template"]["metadata"]["annotations"][checksum], dep
+
+
+def _selects(selector: dict[str, Any], labels: Mapping[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, f"the evaluator knows matchLabels only: {selector}"
+    return bool(selector.get("matchLabels", {}).items() <= labels.items())
+
+
+def ingress_allowed(
+    policies: list[Manifest], source: Mapping[str, str], target: Mapping[str, str], port: int
+) -> bool:
+    """NetworkPolicy semantics for pods of one namespace: a pod that an Ingress policy selects
+    accepts only what one of those policies' rules allows (peers by podSelector, ports by
+    number); a pod no policy selects accepts everything."""
+    selecting = [
+        p
+        for p in policies
+        if "Ingress" in p["spec"]["policyTypes"] and _selects(p["spec"]["podSelector"], target)
+    ]
+    if not selecting:
+        return True
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress", []):
+            peers = rule.get("from", [])
+            assert all(set(peer) == {"podSelector"} for peer in peers), peers
+            peer_ok = not peers or any(_selects(peer["podSelector"], source) for peer in peers)
+            ports = rule.get("ports", [])
+            port_ok = not ports or any(
+                p.get("protocol", "TCP") == "TCP" and p["port"] == port for p in ports
+            )
+            if peer_ok and port_ok:
+                return True
+    return False
+
+
+def pod_labels(workload: Manifest) -> dict[str, str]:
+    labels: dict[str, str] = workload["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+@pytest.mark.parametrize("values_name", ["minimal", "full"])
+def test_network_policy_lets_only_the_gateway_reach_the_workers(values_name: str) -> None:
+    docs = render(load_values(values_name))
+    policies = list(of_kind(docs, "NetworkPolicy").values())
+    assert {p["metadata"]["name"] for p in policies} == {name(d) for d in DOMAINS}
+    deployments = of_kind(docs, "Deployment")
+    (job,) = of_kind(docs, "Job").values()
+    gateway = pod_labels(deployments[name("gateway")])
+    strangers = {
+        "a worker": pod_labels(deployments[name("orders")]),
+        "the hook job": pod_labels(job),
+        "another pod": {"app.kubernetes.io/name": "debug"},
+        "another release": {**gateway, "app.kubernetes.io/instance": "other"},
+    }
+    for domain in DOMAINS:
+        worker = pod_labels(deployments[name(domain)])
+        port = PORTS[domain]
+        assert only_container(deployments[name(domain)])["ports"][0]["containerPort"] == port
+        assert ingress_allowed(policies, gateway, worker, port), domain
+        assert not ingress_allowed(policies, gateway, worker, port + 1), "only the gRPC port"
+        for who, labels in strangers.items():
+            if labels == worker:
+                continue
+            assert not ingress_allowed(policies, labels, worker, port), (who, domain)
+    assert ingress_allowed(policies, strangers["another pod"], gateway, PORTS["gateway"]), (
+        "the gateway stays open to its clients"
+    )
+    for policy in policies:
+        (rule,) = policy["spec"]["ingress"]
+        assert rule["ports"] == [{"protocol": "TCP", "port": PORTS[policy_domain(policy)]}]
+
+
+def policy_domain(policy: Manifest) -> str:
+    return str(policy["metadata"]["name"]).removeprefix(f"{RELEASE}-")
+
+
+def test_network_policy_can_be_extended_and_turned_off() -> None:
+    values = load_values("minimal")
+    monitoring = {
+        "from": [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+        ],
+        "ports": [{"protocol": "TCP", "port": 9090}],
+    }
+    values["networkPolicy"] = {"enabled": True, "extraIngress": [monitoring]}
+    docs = render(values)
+    validate_all(docs)
+    for policy in of_kind(docs, "NetworkPolicy").values():
+        assert policy["spec"]["ingress"][1:] == [monitoring]
+    values["networkPolicy"] = {"enabled": False}
+    assert of_kind(render(values), "NetworkPolicy") == {}
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())["networkPolicy"]
+    assert defaults == {"enabled": True, "extraIngress": []}, "on by default"
+    values["networkPolicy"] = {"enabled": "yes"}
+    with pytest.raises(helm.HelmValuesError, match="networkPolicy"):
+        render(values)
+
+
 # --- docker compose ----------------------------------------------------------------------------
 
 
@@ -1243,11 +1473,11 @@ def run_compose(
     home: Path,
     *args: str,
     env: Mapping[str, str] | None = None,
-    sandbox_secret: str | None = COMPOSE_SANDBOX_SECRET,
+    secrets: Mapping[str, str] = COMPOSE_SECRETS,
 ) -> subprocess.CompletedProcess[str]:
     """docker-compose on the repository's compose file, isolated from the caller's Docker and
-    Compose settings and from any .env file (only `env` and SANDBOX_PROVIDER_SECRET, which has
-    no default, are interpolated)."""
+    Compose settings and from any .env file (only `env` and `secrets`, which have no default,
+    are interpolated)."""
     (home / ".docker").mkdir(parents=True, exist_ok=True)
     env_file = home / "empty.env"
     env_file.touch()
@@ -1262,7 +1492,7 @@ def run_compose(
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "DOCKER_CONFIG": str(home / ".docker"),
-        **({"SANDBOX_PROVIDER_SECRET": sandbox_secret} if sandbox_secret is not None else {}),
+        **secrets,
         **(env or {}),
     }
     return subprocess.run(
@@ -1320,7 +1550,7 @@ def test_compose_rejects_a_broken_file(compose_binary: Path, tmp_path: Path) -> 
             "PATH": "/usr/bin:/bin",
             "HOME": str(tmp_path),
             "DOCKER_CONFIG": str(tmp_path),
-            "SANDBOX_PROVIDER_SECRET": COMPOSE_SANDBOX_SECRET,
+            **COMPOSE_SECRETS,
         },
         capture_output=True,
         text=True,
@@ -1408,6 +1638,8 @@ def test_compose_env(compose_model: Manifest) -> None:
         assert env["KAFKA_FETCH_MAX_WAIT_MS"] == "100"
         assert env["KAFKA_REPLICATION_FACTOR"] == "1", "one broker"
         assert env["KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT"
+        for var in (KAFKA_SASL_ENV | KAFKA_SSL_ENV) - {"KAFKA_SASL_MECHANISM"}:
+            assert env[var] == "", (svc, var)
         assert env["LOG_FORMAT"] == "json"
         assert env["SHOPSTREAM_STATE_DIR"] == STATE_DIR
         assert env["GATEWAY_PORT"] == "8080"
@@ -1416,7 +1648,11 @@ def test_compose_env(compose_model: Manifest) -> None:
         for domain, var in ADDR_VARS.items():
             assert env[var] == f"{domain}:{PORTS[domain]}", (svc, var)
         settings = Settings.from_env(env)
-        assert len(settings.jwt_secret) >= 32
+        assert settings.kafka_security == KafkaSecurity(sasl_mechanism="SCRAM-SHA-512")
+        if svc != "init":
+            assert settings.require_internal_secret() == COMPOSE_SECRETS["INTERNAL_SECRET"]
+        if svc in ("gateway", "users"):
+            assert settings.require_jwt_secret() == COMPOSE_SECRETS["JWT_SECRET"]
         if svc in ("gateway", "payments"):
             settings.require_payment_secrets()
             assert settings.payments == PaymentSettings(
@@ -1432,18 +1668,23 @@ def test_compose_env(compose_model: Manifest) -> None:
     )
 
 
-def test_compose_demands_the_sandbox_secret(compose_binary: Path, tmp_path: Path) -> None:
-    """No usable default: without SANDBOX_PROVIDER_SECRET, compose refuses and says why."""
-    for secret in (None, ""):
-        done = run_compose(compose_binary, tmp_path, "config", "-q", sandbox_secret=secret)
+@pytest.mark.parametrize("secret", sorted(COMPOSE_SECRETS))
+def test_compose_demands_every_secret(compose_binary: Path, tmp_path: Path, secret: str) -> None:
+    """No usable default: without any one of the secrets, compose refuses and says which."""
+    for value in (None, ""):
+        given = {k: v for k, v in COMPOSE_SECRETS.items() if k != secret}
+        if value is not None:
+            given[secret] = value
+        done = run_compose(compose_binary, tmp_path, "config", "-q", secrets=given)
         assert done.returncode != 0
-        assert "set SANDBOX_PROVIDER_SECRET (at least 32 characters" in done.stderr
-    assert "SANDBOX_PROVIDER_SECRET:-" not in COMPOSE_FILE.read_text()
+        assert f"set {secret} (" in done.stderr
+    assert f"{secret}:-" not in COMPOSE_FILE.read_text()
 
 
 def test_compose_secrets_come_from_the_environment(compose_binary: Path, tmp_path: Path) -> None:
     override = {
         "JWT_SECRET": "s" * 48,
+        "INTERNAL_SECRET": "i" * 48,
         "POSTGRES_PASSWORD": "Secr3t",
         "SANDBOX_PROVIDER_SECRET": "p" * 40,
         "PUBLIC_URL": "https://shop.example.com",
@@ -1456,9 +1697,38 @@ def test_compose_secrets_come_from_the_environment(compose_binary: Path, tmp_pat
         assert (payments.sandbox_secret, payments.public_url) == ("p" * 40, override["PUBLIC_URL"])
     for svc in ("init", "users", "products", "orders"):
         assert "p" * 40 not in json.dumps(services[svc]), svc
-    assert services["gateway"]["environment"]["JWT_SECRET"] == "s" * 48
+    for svc in APP_SERVICES:
+        env = services[svc]["environment"]
+        assert env.get("JWT_SECRET") == ("s" * 48 if svc in ("gateway", "users") else None), svc
+        assert env.get("INTERNAL_SECRET") == (None if svc == "init" else "i" * 48), svc
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "Secr3t"
     assert ":Secr3t@postgres:" in services["users"]["environment"]["DATABASE_URL"]
+
+
+def test_compose_passes_kafka_security_through(compose_binary: Path, tmp_path: Path) -> None:
+    """Against another cluster: its brokers, SASL credentials and TLS files come from the shell
+    and reach every app service (init creates the topics with them)."""
+    override = {
+        "KAFKA_BROKER": "kafka-0.example.com:9093",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-256",
+        "KAFKA_SASL_USERNAME": "shopstream",
+        "KAFKA_SASL_PASSWORD": KAFKA_PASSWORD,
+        "KAFKA_SSL_CAFILE": "/etc/kafka-tls/ca.crt",
+    }
+    done = run_compose(compose_binary, tmp_path, "config", "--format=json", env=override)
+    assert done.returncode == 0, done.stderr
+    services = json.loads(done.stdout)["services"]
+    for svc in APP_SERVICES:
+        settings = Settings.from_env(services[svc]["environment"])
+        assert settings.kafka_broker == override["KAFKA_BROKER"], svc
+        assert settings.kafka_security == KafkaSecurity(
+            protocol="SASL_SSL",
+            sasl_mechanism="SCRAM-SHA-256",
+            sasl_username="shopstream",
+            sasl_password=KAFKA_PASSWORD,
+            ssl_cafile="/etc/kafka-tls/ca.crt",
+        ), svc
 
 
 def test_compose_oauth_and_cors(compose_model: Manifest) -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from agents.common import tokens
 from agents.common.settings import Settings, SettingsError
-from agents.supervisor import sandbox_secret
+from agents.supervisor import jwt_secret, local_secrets, sandbox_secret
 
 SECRET = "s" * 32
 
@@ -109,7 +110,12 @@ def test_gateway_and_payments_refuse_to_start_without_the_sandbox_secret(
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
     done = subprocess.run(
         [sys.executable, "-m", module],
-        env={**env, "JWT_SECRET": SECRET, "SHOPSTREAM_STATE_DIR": str(tmp_path)},
+        env={
+            **env,
+            "JWT_SECRET": SECRET,
+            "INTERNAL_SECRET": SECRET,
+            "SHOPSTREAM_STATE_DIR": str(tmp_path),
+        },
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -138,3 +144,109 @@ def test_the_login_budget_is_read_and_defaults_to_10_in_15_minutes() -> None:
     env = {"JWT_SECRET": SECRET, "LOGIN_FAILURES_PER_EMAIL": "5", "LOGIN_FAILURE_WINDOW_S": "60"}
     auth = Settings.from_env(env).auth
     assert (auth.login_failures_per_email, auth.login_failure_window_s) == (5, 60.0)
+
+
+def test_the_jwt_and_internal_secrets_have_no_default() -> None:
+    """No key is shared by every install: a process that needs one refuses to start without it."""
+    unset = Settings.from_env({})
+    assert (unset.jwt_secret, unset.internal_secret) == ("", "")
+    with pytest.raises(SettingsError, match="JWT_SECRET is not set"):
+        unset.require_jwt_secret()
+    with pytest.raises(SettingsError, match="INTERNAL_SECRET is not set"):
+        unset.require_internal_secret()
+    with pytest.raises(SettingsError, match="JWT_SECRET is not set"):
+        tokens.mint(unset, sub="1", typ="access", ttl_s=60, role="user")
+    for name in ("JWT_SECRET", "INTERNAL_SECRET"):
+        with pytest.raises(SettingsError, match=f"{name} must be at least 32"):
+            Settings.from_env({name: "short"})
+    set_ = Settings.from_env({"JWT_SECRET": "j" * 32, "INTERNAL_SECRET": "i" * 32})
+    assert (set_.require_jwt_secret(), set_.require_internal_secret()) == ("j" * 32, "i" * 32)
+    assert "j" * 32 not in repr(set_)
+    assert "i" * 32 not in repr(set_)
+
+
+# Each process needs the secrets it signs or checks with: the gateway and the users worker the
+# JWT key (they check and mint tokens) and all of them the internal one.
+NEEDS = {
+    "gateway": ("JWT_SECRET", "INTERNAL_SECRET"),
+    "agents.users": ("JWT_SECRET", "INTERNAL_SECRET"),
+    "agents.products": ("INTERNAL_SECRET",),
+    "agents.orders": ("INTERNAL_SECRET",),
+    "agents.payments": ("INTERNAL_SECRET",),
+}
+
+
+@pytest.mark.parametrize(
+    ("module", "missing"), [(m, name) for m, names in NEEDS.items() for name in names]
+)
+def test_every_process_refuses_to_start_without_its_secrets(
+    module: str, missing: str, tmp_path: Path
+) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "SHOPSTREAM_STATE_DIR": str(tmp_path),
+        "JWT_SECRET": SECRET,
+        "INTERNAL_SECRET": "i" * 32,
+        "SANDBOX_PROVIDER_SECRET": "p" * 32,
+    }
+    del env[missing]
+    done = subprocess.run(
+        [sys.executable, "-m", module],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert f"{missing} is not set" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_shopstream_run_makes_the_jwt_and_internal_secrets_once(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    made = local_secrets({}, state)
+    assert set(made) == {"JWT_SECRET", "INTERNAL_SECRET", "SANDBOX_PROVIDER_SECRET"}
+    settings = Settings.from_env(made)
+    assert len(settings.require_jwt_secret()) >= 32
+    assert len(settings.require_internal_secret()) >= 32
+    assert len(set(made.values())) == 3, "one secret per purpose"
+    assert local_secrets({}, state) == made, "kept across restarts"
+    for path in state.iterdir():
+        assert path.stat().st_mode & 0o777 == 0o600, path
+    assert jwt_secret(tmp_path / "other") != made["JWT_SECRET"], "one per machine"
+    given = {"JWT_SECRET": "g" * 32, "INTERNAL_SECRET": "h" * 32}
+    assert set(local_secrets(given, state)) == {"SANDBOX_PROVIDER_SECRET"}, "given ones are kept"
+
+
+def test_dev_token_signs_with_the_key_shopstream_run_keeps(tmp_path: Path) -> None:
+    """`shopstream dev-token` on the laptop finds the key `shopstream run` made; with none it
+    refuses rather than sign with a key everyone knows."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "SHOPSTREAM_STATE_DIR": str(tmp_path),
+    }
+
+    def dev_token() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "agents.cli", "dev-token", "--role", "admin"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    refused = dev_token()
+    assert refused.returncode == 2
+    assert "JWT_SECRET is not set" in refused.stderr
+    key = jwt_secret(tmp_path)
+    done = dev_token()
+    assert done.returncode == 0, done.stderr
+    token = done.stdout.strip().splitlines()[-1]
+    claims = tokens.decode(Settings.from_env({"JWT_SECRET": key}), token, "access")
+    assert claims["role"] == "admin"

@@ -62,7 +62,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- if kindIs "slice" $b }}{{ join "," $b }}{{ else }}{{ $b }}{{ end }}
 {{- end }}
 
-{{/* The Secret holding JWT_SECRET, DATABASE_URL and the OAuth client secrets. checkSecrets fails
+{{/* The Secret holding JWT_SECRET, INTERNAL_SECRET, DATABASE_URL and the OAuth client secrets. checkSecrets fails
 early when neither the values nor an existing Secret provide them, or when an enabled OAuth
 provider lacks its redirect URL or client secret. */}}
 {{- define "shopstream.secretName" -}}
@@ -78,6 +78,10 @@ provider lacks its redirect URL or client secret. */}}
 {{- $jwt := required "set secrets.jwtSecret (at least 32 characters) or secrets.existingSecret" .Values.secrets.jwtSecret }}
 {{- if lt (len $jwt) 32 }}
 {{- fail "secrets.jwtSecret must be at least 32 characters" }}
+{{- end }}
+{{- $internal := required "set secrets.internalSecret (at least 32 characters, e.g. openssl rand -hex 32) or secrets.existingSecret" .Values.secrets.internalSecret }}
+{{- if lt (len $internal) 32 }}
+{{- fail "secrets.internalSecret must be at least 32 characters" }}
 {{- end }}
 {{- $_ := required "set secrets.databaseUrl (postgresql://user:password@host:5432/db) or secrets.existingSecret" .Values.secrets.databaseUrl }}
 {{- if include "shopstream.sandbox" . }}
@@ -137,18 +141,45 @@ signs its reports) and the payments worker (it opens sessions and checks reports
 
 {{/* Kafka security: SASL needs a user and a password; TLS files only with a TLS protocol. */}}
 {{- define "shopstream.checkKafkaSecurity" -}}
+{{- $root := . }}
 {{- $sec := .Values.kafka.security }}
-{{- if include "shopstream.kafkaSasl" . }}
-{{- $_ := required (printf "kafka.security.protocol is %s: set kafka.security.sasl.username" $sec.protocol) $sec.sasl.username }}
-{{- if not (or $sec.sasl.passwordSecret.name .Values.secrets.existingSecret) }}
-{{- $_ := required "set secrets.kafkaSaslPassword, kafka.security.sasl.passwordSecret.name or secrets.existingSecret" .Values.secrets.kafkaSaslPassword }}
+{{- range $component := splitList " " (include "shopstream.kafkaClients" .) }}
+{{- $own := index ($sec.principals | default dict) $component | default dict }}
+{{- $p := include "shopstream.kafkaPrincipal" (dict "root" $root "component" $component) | fromYaml }}
+{{- if include "shopstream.kafkaSasl" $root }}
+{{- $_ := required (printf "kafka.security.protocol is %s: set kafka.security.sasl.username (or kafka.security.principals.%s.username)" $sec.protocol $component) $p.username }}
+{{- if and $own.username (not $p.passwordSecret.name) }}
+{{- fail (printf "kafka.security.principals.%s.username is set: set kafka.security.principals.%s.passwordSecret.name too" $component $component) }}
 {{- end }}
-{{- else if or $sec.sasl.username $sec.sasl.passwordSecret.name }}
+{{- if not (or $p.passwordSecret.name $root.Values.secrets.existingSecret) }}
+{{- $_ := required "set secrets.kafkaSaslPassword, kafka.security.sasl.passwordSecret.name or secrets.existingSecret" $root.Values.secrets.kafkaSaslPassword }}
+{{- end }}
+{{- else if or $p.username $p.passwordSecret.name }}
 {{- fail "kafka.security.sasl is set: set kafka.security.protocol to SASL_PLAINTEXT or SASL_SSL" }}
 {{- end }}
-{{- if and (not (include "shopstream.kafkaTls" .)) (or $sec.tls.caSecret $sec.tls.clientSecret) }}
+{{- if and (not (include "shopstream.kafkaTls" $root)) (or $sec.tls.caSecret $p.clientSecret) }}
 {{- fail "kafka.security.tls is set: set kafka.security.protocol to SSL or SASL_SSL" }}
 {{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Every process that talks to Kafka: the gateway, the workers and the hook job. */}}
+{{- define "shopstream.kafkaClients" -}}
+gateway {{ include "shopstream.domains" . }} migrate
+{{- end }}
+
+{{/* One process's Kafka principal, as YAML (username, passwordSecret, clientSecret): its entry
+in kafka.security.principals, else the shared kafka.security.sasl and kafka.security.tls.
+Call with (dict "root" $ "component" <name>). */}}
+{{- define "shopstream.kafkaPrincipal" -}}
+{{- $sec := .root.Values.kafka.security }}
+{{- $own := index ($sec.principals | default dict) .component | default dict }}
+{{- $ownPassword := $own.passwordSecret | default dict }}
+{{- $password := $sec.sasl.passwordSecret }}
+{{- if $ownPassword.name }}
+{{- $password = dict "name" $ownPassword.name "key" ($ownPassword.key | default "password") }}
+{{- end }}
+{{- toYaml (dict "username" ($own.username | default $sec.sasl.username) "passwordSecret" $password "clientSecret" ($own.clientSecret | default $sec.tls.clientSecret)) }}
 {{- end }}
 
 {{- define "shopstream.kafkaSasl" -}}
@@ -159,21 +190,33 @@ signs its reports) and the payments worker (it opens sessions and checks reports
 {{- if hasSuffix "SSL" .Values.kafka.security.protocol }}true{{ end }}
 {{- end }}
 
-{{/* KAFKA_SASL_PASSWORD from kafka.security.sasl.passwordSecret, else from the Secret named
-`secret` (the release's, or the hook's). Call with (dict "root" $ "secret" <name>). */}}
-{{- define "shopstream.kafkaPasswordEnv" -}}
+{{/* One process's Kafka credentials (see kafkaPrincipal): KAFKA_SASL_USERNAME and
+KAFKA_SASL_PASSWORD (from its passwordSecret, else from the Secret named `secret`: the release's
+or the hook's), and the paths of its client certificate. Call with
+(dict "root" $ "component" <name> "secret" <name>). */}}
+{{- define "shopstream.kafkaEnv" -}}
+{{- $p := include "shopstream.kafkaPrincipal" . | fromYaml }}
 {{- if include "shopstream.kafkaSasl" .root }}
-{{- $ref := .root.Values.kafka.security.sasl.passwordSecret }}
+- name: KAFKA_SASL_USERNAME
+  value: {{ $p.username | quote }}
 - name: KAFKA_SASL_PASSWORD
   valueFrom:
     secretKeyRef:
-      {{- if $ref.name }}
-      name: {{ $ref.name }}
-      key: {{ $ref.key }}
+      {{- if $p.passwordSecret.name }}
+      name: {{ $p.passwordSecret.name }}
+      key: {{ $p.passwordSecret.key }}
       {{- else }}
       name: {{ .secret }}
       key: {{ .root.Values.secrets.keys.kafkaSaslPassword }}
       {{- end }}
+{{- end }}
+{{- if and (include "shopstream.kafkaTls" .root) $p.clientSecret }}
+{{- with .root.Values.kafka.security.tls }}
+- name: KAFKA_SSL_CERTFILE
+  value: {{ printf "/etc/shopstream/kafka-client/%s" .certKey | quote }}
+- name: KAFKA_SSL_KEYFILE
+  value: {{ printf "/etc/shopstream/kafka-client/%s" .keyKey | quote }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -197,10 +240,11 @@ google facebook github
 {{- join " " $enabled }}
 {{- end }}
 
-{{/* The chart's own Secret, as stringData: JWT_SECRET, DATABASE_URL, the sandbox provider's
-secret and the client secret of each enabled OAuth provider. */}}
+{{/* The chart's own Secret, as stringData: JWT_SECRET, INTERNAL_SECRET, DATABASE_URL, the
+sandbox provider's secret and the client secret of each enabled OAuth provider. */}}
 {{- define "shopstream.secretData" -}}
 {{ .Values.secrets.keys.jwtSecret }}: {{ .Values.secrets.jwtSecret | quote }}
+{{ .Values.secrets.keys.internalSecret }}: {{ .Values.secrets.internalSecret | quote }}
 {{ .Values.secrets.keys.databaseUrl }}: {{ .Values.secrets.databaseUrl | quote }}
 {{- if include "shopstream.sandbox" . }}
 {{ .Values.secrets.keys.sandboxProviderSecret }}: {{ .Values.secrets.sandboxProviderSecret | quote }}
@@ -222,18 +266,9 @@ KAFKA_REPLICATION_FACTOR: {{ .Values.kafka.topicReplicationFactor | int64 | toSt
 KAFKA_SECURITY_PROTOCOL: {{ .Values.kafka.security.protocol | quote }}
 {{- if include "shopstream.kafkaSasl" . }}
 KAFKA_SASL_MECHANISM: {{ .Values.kafka.security.sasl.mechanism | quote }}
-KAFKA_SASL_USERNAME: {{ .Values.kafka.security.sasl.username | quote }}
 {{- end }}
-{{- if include "shopstream.kafkaTls" . }}
-{{- with .Values.kafka.security.tls }}
-{{- if .caSecret }}
-KAFKA_SSL_CAFILE: {{ printf "/etc/shopstream/kafka-ca/%s" .caKey | quote }}
-{{- end }}
-{{- if .clientSecret }}
-KAFKA_SSL_CERTFILE: {{ printf "/etc/shopstream/kafka-client/%s" .certKey | quote }}
-KAFKA_SSL_KEYFILE: {{ printf "/etc/shopstream/kafka-client/%s" .keyKey | quote }}
-{{- end }}
-{{- end }}
+{{- if and (include "shopstream.kafkaTls" .) .Values.kafka.security.tls.caSecret }}
+KAFKA_SSL_CAFILE: {{ printf "/etc/shopstream/kafka-ca/%s" .Values.kafka.security.tls.caKey | quote }}
 {{- end }}
 LISTEN_HOST: {{ .Values.config.listenHost | quote }}
 GATEWAY_PORT: {{ .Values.gateway.port | toString | quote }}
@@ -251,19 +286,29 @@ PYTHONDONTWRITEBYTECODE: "1"
 HOME: "/tmp"
 {{- end }}
 
-{{/* JWT_SECRET and DATABASE_URL from the Secret. */}}
+{{/* What every long-running process gets from the Secret: DATABASE_URL and INTERNAL_SECRET
+(service tokens and signed commands between the gateway and the workers). */}}
 {{- define "shopstream.secretEnv" -}}
-- name: JWT_SECRET
+- name: INTERNAL_SECRET
   valueFrom:
     secretKeyRef:
       name: {{ include "shopstream.secretName" . }}
-      key: {{ .Values.secrets.keys.jwtSecret }}
+      key: {{ .Values.secrets.keys.internalSecret }}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef:
       name: {{ include "shopstream.secretName" . }}
       key: {{ .Values.secrets.keys.databaseUrl }}
-{{- include "shopstream.kafkaPasswordEnv" (dict "root" . "secret" (include "shopstream.secretName" .)) }}
+{{- end }}
+
+{{/* JWT_SECRET from the Secret: only for the gateway (it checks access tokens) and the users
+worker (it mints them). */}}
+{{- define "shopstream.jwtEnv" -}}
+- name: JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "shopstream.secretName" . }}
+      key: {{ .Values.secrets.keys.jwtSecret }}
 {{- end }}
 
 {{/* CORS_ORIGINS as one comma-separated string: gateway.cors.origins, or when that is empty and
@@ -292,6 +337,8 @@ the app's default. Wildcard hosts are skipped: an Origin header never holds one.
   value: {{ .Values.auth.accessTokenTtlSeconds | int64 | toString | quote }}
 - name: REFRESH_TOKEN_TTL_S
   value: {{ .Values.auth.refreshTokenTtlSeconds | int64 | toString | quote }}
+- name: MAILER
+  value: {{ .Values.auth.mailer | quote }}
 - name: ARGON2_TIME_COST
   value: {{ .Values.auth.argon2.timeCost | int64 | toString | quote }}
 - name: ARGON2_MEMORY_KIB
@@ -330,7 +377,8 @@ the app's default. Wildcard hosts are skipped: an Origin header never holds one.
   value: {{ .Values.gateway.rateLimits.authPerMinute | int64 | toString | quote }}
 {{- end }}
 
-{{/* Pod-level settings shared by every pod. Call with (dict "root" $ "c" <component values>). */}}
+{{/* Pod-level settings shared by every pod. Call with
+(dict "root" $ "c" <component values> "component" <name>). */}}
 {{- define "shopstream.podCommon" -}}
 {{- $root := .root -}}
 automountServiceAccountToken: false
@@ -368,7 +416,7 @@ volumes:
       secretName: {{ . }}
       defaultMode: 0440
 {{- end }}
-{{- with $root.Values.kafka.security.tls.clientSecret }}
+{{- with (include "shopstream.kafkaPrincipal" (dict "root" $root "component" .component) | fromYaml).clientSecret }}
   - name: kafka-client
     secret:
       secretName: {{ . }}
@@ -377,24 +425,26 @@ volumes:
 {{- end }}
 {{- end }}
 
-{{/* Container-level settings shared by every container. */}}
+{{/* Container-level settings shared by every container. Call with
+(dict "root" $ "component" <name>). */}}
 {{- define "shopstream.containerCommon" -}}
-image: {{ include "shopstream.image" . }}
-imagePullPolicy: {{ .Values.image.pullPolicy }}
+{{- $root := .root -}}
+image: {{ include "shopstream.image" $root }}
+imagePullPolicy: {{ $root.Values.image.pullPolicy }}
 securityContext:
-  {{- toYaml .Values.securityContext | nindent 2 }}
+  {{- toYaml $root.Values.securityContext | nindent 2 }}
 volumeMounts:
   - name: tmp
     mountPath: /tmp
   - name: state
-    mountPath: {{ .Values.config.stateDir }}
-{{- if include "shopstream.kafkaTls" . }}
-{{- if .Values.kafka.security.tls.caSecret }}
+    mountPath: {{ $root.Values.config.stateDir }}
+{{- if include "shopstream.kafkaTls" $root }}
+{{- if $root.Values.kafka.security.tls.caSecret }}
   - name: kafka-ca
     mountPath: /etc/shopstream/kafka-ca
     readOnly: true
 {{- end }}
-{{- if .Values.kafka.security.tls.clientSecret }}
+{{- if (include "shopstream.kafkaPrincipal" . | fromYaml).clientSecret }}
   - name: kafka-client
     mountPath: /etc/shopstream/kafka-client
     readOnly: true
