@@ -65,7 +65,25 @@ class FakeProducts:
         return True
 
 
-class FakeProductsUnitOfWork:
+class FakeTransaction:
+    """A unit of work's `async with` and commit, doing nothing; subclasses hold the state."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def commit(self) -> None:
+        return None
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+
+class FakeProductsUnitOfWork(FakeTransaction):
     """Commits copy the staged state; leaving without commit discards it, like a rollback."""
 
     def __init__(self) -> None:
@@ -89,11 +107,3 @@ class FakeProductsUnitOfWork:
         self.committed_ledger = self.ledger
         self.committed_outbox = self.outbox
         self.commits += 1
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None

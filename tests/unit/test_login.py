@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, cast
 
 import asyncpg
 import pytest
@@ -15,6 +14,7 @@ from agents.users.errors import InvalidCredentials, LoginThrottled
 from agents.users.passwords import Passwords
 from agents.users.repository import Attempt, UserRow
 from agents.users.service import IdentityService
+from tests.unit.fakes import FakeTransaction
 
 SETTINGS = Settings.from_env({"JWT_SECRET": "k" * 64, "LOGIN_FAILURES_PER_EMAIL": "3"})
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -55,24 +55,10 @@ class FakeRefreshTokens:
         return None
 
 
-class FakeUnitOfWork:
+class FakeUnitOfWork(FakeTransaction):
     def __init__(self, users: FakeUsers, budgets: FakeBudgets) -> None:
         self.users, self.login_budgets = users, budgets
         self.refresh_tokens = FakeRefreshTokens()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def commit(self) -> None:
-        return None
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
 
 class FakeIdentityService(IdentityService):

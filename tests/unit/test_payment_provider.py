@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import grpc
 import pytest
@@ -35,7 +34,7 @@ from gateway.auth import mint_token
 from gateway.bus import BusClient
 from gateway.grpc_clients import GrpcClients
 from protos import payments_pb2
-from tests.unit.fakes import FakeLedger, FakeOutbox
+from tests.unit.fakes import FakeLedger, FakeOutbox, FakeTransaction
 from topics.asyncapi import asyncapi_document
 from topics.envelope import ErrorType
 from topics.payments import (
@@ -279,26 +278,12 @@ def issued(
     )
 
 
-class FakeUnitOfWork:
+class FakeUnitOfWork(FakeTransaction):
     def __init__(self, row: PaymentRow, sessions: Sequence[SessionRow] = ()) -> None:
         self.payments = FakePayments(row)
         self.payments.sessions.extend(sessions)
         self.ledger = FakeLedger()
         self.outbox = FakeOutbox()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def commit(self) -> None:
-        return None
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
 
 class RecordingProvider(SandboxProvider):
