@@ -15,6 +15,7 @@ from agents.common.embedded import EmbeddedTansu
 from agents.common.relay import OutboxSweeper
 from agents.common.settings import Settings
 from gateway.bus import BusClient
+from tests.trust import TEST_INTERNAL_SECRET
 from topics.admin import create_topics
 
 
@@ -109,6 +110,7 @@ async def test_a_gateway_reply_topic_lives_as_long_as_its_gateway(kafka: Embedde
             {
                 "KAFKA_BROKER": kafka.bootstrap,
                 "JWT_SECRET": "j" * 32,
+                "INTERNAL_SECRET": TEST_INTERNAL_SECRET,
                 "KAFKA_PRODUCER_IDEMPOTENCE": "0",
             }
         ),
