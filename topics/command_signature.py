@@ -51,8 +51,9 @@ _LISTED = ", ".join(f"`{h}`" for h in SIGNED_HEADERS)
 SCHEME = f"""\
 Every message on this topic must be signed by the gateway or a named internal producer (a
 partner feed is one: the operator gives it its own key with `shopstream command-key NAME`).
-A message that is unsigned, whose signature does not hold, or that was signed more than an
-hour ago (or over a minute in the future) is dead-lettered with the reason (`unsigned:`,
+A message that is unsigned, whose signature does not hold, or that was signed longer ago than
+the platform keeps command ids (IDEMPOTENCY_KEY_TTL_S, 24 hours by default) or over a minute in
+the future is dead-lettered with the reason (`unsigned:`,
 `forged:`, `stale:`), changes nothing and gets no reply.
 
 Three headers carry the signature:

@@ -135,7 +135,12 @@ class BatchAgent:
         self.routes = routes
         # On a command topic every message is for us: an unknown type is an invalid message.
         self.commands = commands
-        self.verifier = CommandVerifier(runtime.settings.internal_secret) if topic.signed else None
+        settings = runtime.settings
+        self.verifier = (
+            CommandVerifier(settings.internal_secret, max_age_s=settings.idempotency_key_ttl_s)
+            if topic.signed
+            else None
+        )
 
     async def handle_batch(self, events: Sequence[Any]) -> None:
         """Handle every message of a batch; never raises, so no offset is committed unhandled."""

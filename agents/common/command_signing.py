@@ -17,9 +17,11 @@ from agents.common.internal_keys import MissingSecret, derive_key
 from topics.command_signature import PRODUCER_NAME, SIGNATURE_HEADERS, signing_input
 from topics.envelope import Headers
 
-# A command waits in its topic while its worker is down; older than this it is refused
-# (replayed from the dead-letter topic, `shopstream dlq replay` signs it afresh).
-MAX_AGE_S = 3600.0
+# A command waits in its topic while its worker is down. The agents accept it for as long as its
+# command id stays in the ledger (IDEMPOTENCY_KEY_TTL_S, 24 h), so that an outage shorter than that
+# loses no accepted command and a genuine one replayed later cannot apply twice; older, it goes to
+# the dead-letter topic (`shopstream dlq replay` signs it afresh).
+MAX_AGE_S = 86400.0
 # Clocks of two hosts may differ this much.
 MAX_SKEW_S = 60.0
 MAX_KEYS = 64
