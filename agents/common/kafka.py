@@ -137,6 +137,15 @@ class KafkaNode:
         return self.data_dir.parent / f"kafka-{self.node_id}.properties"
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes in URL-safe base64, never with a leading `-`, which
+    kafka-storage would take for an option (one id in 64 did, as Kafka's own Uuid avoids)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class KafkaCluster:
     """A KRaft cluster of `nodes` combined broker+controller JVMs under `base_dir`.
 
@@ -284,9 +293,8 @@ class KafkaCluster:
     def _format(self) -> None:
         """Format every node's storage once; a formatted node keeps its data and cluster id."""
         id_file = self.base_dir / "cluster.id"
-        if not id_file.exists():
-            raw = uuid.uuid4().bytes
-            id_file.write_text(base64.urlsafe_b64encode(raw).decode().rstrip("="))
+        if not id_file.exists() or id_file.read_text().startswith("-"):
+            id_file.write_text(new_cluster_id())
         cluster_id = id_file.read_text().strip()
         for node in self.nodes:
             node.config_path.write_text(self._config(node))

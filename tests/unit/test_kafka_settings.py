@@ -3,12 +3,15 @@ configs and how `shopstream topics create` caps them to the cluster."""
 
 from __future__ import annotations
 
+import base64
 import ssl
+import uuid
 from pathlib import Path
 
 import pytest
 from faust.auth import SASLCredentials, SSLCredentials
 
+from agents.common import kafka
 from agents.common.kafka_auth import client_options, faust_credentials
 from agents.common.settings import KafkaSecurity, Settings, SettingsError
 from topics import (
@@ -153,3 +156,14 @@ def test_every_topic_has_its_dead_letter_topic() -> None:
 )
 def test_replication_is_capped_to_the_brokers(brokers: int, override: int, expected: int) -> None:
     assert replication_on(ORDERS_EVENTS, brokers, override) == expected
+
+
+def test_a_cluster_id_never_looks_like_an_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    """kafka-storage took an id with a leading `-` for an option and the broker never started
+    (one fresh state folder in 64)."""
+    dashed = uuid.UUID(bytes=base64.urlsafe_b64decode("-" + "A" * 21 + "=="))
+    ids = iter([dashed, uuid.uuid4()])
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(ids))
+    cluster_id = kafka.new_cluster_id()
+    assert not cluster_id.startswith("-")
+    assert len(base64.urlsafe_b64decode(cluster_id + "==")) == 16
