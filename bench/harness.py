@@ -120,8 +120,10 @@ def platform_env(state_dir: Path, broker: str | None = None) -> dict[str, str]:
         env.setdefault("KAFKA_PRODUCER_IDEMPOTENCE", "true")
     else:
         env["KAFKA_PRODUCER_IDEMPOTENCE"] = "false"
-    # Shared by the platform and the benchmark's own BusClient, which signs its commands.
+    # Shared by the platform and the benchmark's own BusClient, which signs its commands, and
+    # the JWT key by the platform and bench.direct, which checks the platform's tokens.
     env.setdefault("INTERNAL_SECRET", secrets.token_hex(32))
+    env.setdefault("JWT_SECRET", secrets.token_hex(32))
     gateway, *services = free_ports(1 + len(SERVICE_ADDRS))
     env.update(
         {name: f"127.0.0.1:{port}" for name, port in zip(SERVICE_ADDRS, services, strict=True)}
